@@ -1,0 +1,78 @@
+"""The ``clumpcat`` command: one subcommand per pipeline stage.
+
+Each stage module defines ``configure_parser(parser)`` and ``run(args) -> int``.
+Modules are imported only when their subcommand runs, so ``clumpcat render``
+never pays for importing torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from . import __version__
+from .errors import ClumpcatError
+from .logs import setup_logging
+
+__all__ = ["SUBCOMMANDS", "main"]
+
+#: subcommand -> (module, one-line help). Order is the pipeline's order.
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "validate": ("clumpcat.validate_cli", "check a galaxy table and split it into shards"),
+    "simulate": ("clumpcat.simulate", "make a synthetic SDSS-like survey with truth"),
+    "inject": ("clumpcat.inject", "inject synthetic clumps into existing cutouts"),
+    "fetch": ("clumpcat.fetch.cli", "download SDSS or HSC cutouts"),
+    "crossmatch": ("clumpcat.crossmatch", "match a new HSC table against processed galaxies"),
+    "render": ("clumpcat.render", "render cutouts as 400x400 RGB PNGs with label boxes"),
+    "weights": ("clumpcat.weights", "fetch or locate backbone and detector weights"),
+    "train": ("clumpcat.train", "train a Faster R-CNN clump detector"),
+    "detect": ("clumpcat.detect", "run a trained detector over rendered images"),
+    "postprocess": ("clumpcat.postprocess", "NMS, merge within the PSF FWHM, host mask"),
+    "photometry": ("clumpcat.photometry", "ugriz aperture photometry of clumps"),
+    "catalogue": ("clumpcat.catalogue", "merge shards into the released catalogue"),
+    "baseline": ("clumpcat.baseline", "classical peak-finder detections, for comparison"),
+    "evaluate": ("clumpcat.evaluate", "completeness, purity and COCO metrics against truth"),
+    "plots": ("clumpcat.plots", "figures for the report"),
+}
+
+
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    """Build the parser; only the chosen subcommand's module is imported."""
+    parser = argparse.ArgumentParser(
+        prog="clumpcat",
+        description="Find giant star-forming clumps in galaxy images and catalogue them.",
+    )
+    parser.add_argument("--version", action="version", version=f"clumpcat {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="STAGE")
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    for name, (module, help_text) in SUBCOMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--log", metavar="FILE", help="also append log records to FILE")
+        p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+        if name == chosen:
+            importlib.import_module(module).configure_parser(p)
+            p.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``clumpcat`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
+    if not getattr(args, "_module", None):
+        parser.print_help()
+        return 2
+    setup_logging(args.log, args.verbose)
+    log = logging.getLogger("clumpcat")
+    try:
+        return int(importlib.import_module(args._module).run(args) or 0)
+    except ClumpcatError as exc:
+        log.error("%s", exc)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
