@@ -128,9 +128,15 @@ def read_cutout(path: str | Path, bands: tuple[str, ...] | None = None) -> Cutou
     path = Path(path)
     if not path.exists():
         raise CutoutError(path, "file not found")
+    hdul = None
     try:
-        with fits.open(path, memmap=False) as hdul:
+        with warnings.catch_warnings():
+            # astropy only warns about a truncated file; a truncated cutout is broken.
+            warnings.simplefilter("error", AstropyWarning)
+            hdul = fits.open(path, memmap=False)
             hdul.verify("silentfix")
+            _ = [hdu.data for hdu in hdul]
+        with hdul:
             found = {}
             ivar = {}
             for hdu in hdul[1:]:
@@ -141,7 +147,9 @@ def read_cutout(path: str | Path, bands: tuple[str, ...] | None = None) -> Cutou
                     ivar[name[5:].lower()] = (np.asarray(hdu.data, dtype=np.float32), hdu.header)
                 elif len(name) == 1:
                     found[name.lower()] = (np.asarray(hdu.data, dtype=np.float32), hdu.header)
-    except (OSError, ValueError, TypeError, IndexError) as exc:
+    except (OSError, ValueError, TypeError, IndexError, AstropyWarning) as exc:
+        if hdul is not None:
+            hdul.close()
         raise CutoutError(path, f"unreadable or truncated FITS ({exc})") from exc
     wanted = tuple(bands) if bands is not None else tuple(found)
     if not wanted:

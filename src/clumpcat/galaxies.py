@@ -47,14 +47,16 @@ GALAXY_COLUMNS: dict[str, ColumnDoc] = {
 }
 
 
-def _rows(mask: np.ndarray, limit: int = 10) -> str:
-    rows = np.flatnonzero(mask)
+def _rows(mask: np.ndarray, first_row: int = 0, limit: int = 10) -> str:
+    rows = np.flatnonzero(mask) + first_row
     shown = ", ".join(str(r) for r in rows[:limit])
     more = f" and {len(rows) - limit} more" if len(rows) > limit else ""
     return f"row(s) {shown}{more}"
 
 
-def validate_galaxies(frame: pd.DataFrame, source: str = "galaxy table") -> pd.DataFrame:
+def validate_galaxies(
+    frame: pd.DataFrame, source: str = "galaxy table", first_row: int = 0
+) -> pd.DataFrame:
     """Check a galaxy table against the contract and normalise it.
 
     Parameters
@@ -63,6 +65,9 @@ def validate_galaxies(frame: pd.DataFrame, source: str = "galaxy table") -> pd.D
         Table with at least ``objid``, ``ra`` and ``dec``.
     source : str
         Name used in error messages (usually the file path).
+    first_row : int
+        Row number of the frame's first row in the file, for messages about a
+        chunk of a larger table.
 
     Returns
     -------
@@ -90,20 +95,20 @@ def validate_galaxies(frame: pd.DataFrame, source: str = "galaxy table") -> pd.D
     objid = objid.astype(str)
     bad_id = ~objid.str.match(OBJID_PATTERN.pattern).to_numpy(dtype=bool)
     if bad_id.any():
-        problems.append(f"objid outside [A-Za-z0-9_.-] (or starting with '.') in {_rows(bad_id)}")
+        problems.append(f"objid outside [A-Za-z0-9_.-] (or starting with '.') in {_rows(bad_id, first_row)}")
     dup = objid.duplicated(keep=False).to_numpy()
     if dup.any():
         names = ", ".join(sorted(set(objid[dup]))[:10])
-        problems.append(f"duplicate objid ({names}) in {_rows(dup)}")
+        problems.append(f"duplicate objid ({names}) in {_rows(dup, first_row)}")
     for col, lo, hi in (("ra", 0.0, 360.0), ("dec", -90.0, 90.0)):
         values = pd.to_numeric(out[col], errors="coerce").to_numpy(dtype=float)
         nonfinite = ~np.isfinite(values)
         if nonfinite.any():
-            problems.append(f"non-finite {col} in {_rows(nonfinite)}")
+            problems.append(f"non-finite {col} in {_rows(nonfinite, first_row)}")
         with np.errstate(invalid="ignore"):
             outside = np.isfinite(values) & ((values < lo) | (values > hi))
         if outside.any():
-            problems.append(f"{col} outside [{lo:g}, {hi:g}] deg in {_rows(outside)}")
+            problems.append(f"{col} outside [{lo:g}, {hi:g}] deg in {_rows(outside, first_row)}")
         out[col] = values
     if problems:
         raise InputError(f"{source}: " + "; ".join(problems))

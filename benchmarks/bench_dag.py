@@ -1,0 +1,58 @@
+"""How long `snakemake -n` takes to build the DAG of a large survey.
+
+DESIGN.md: a dry run over 10^6 galaxies in under a minute. Prints a table of
+galaxies, shard size, jobs and seconds.
+
+    .venv/bin/python benchmarks/bench_dag.py [--galaxies 1000000] [--shard-size 1000 5000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--galaxies", type=int, default=1_000_000)
+    parser.add_argument("--shard-size", type=int, nargs="+", default=[1000, 5000])
+    args = parser.parse_args()
+    snakemake = Path(sys.executable).with_name("snakemake")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        n = args.galaxies
+        table = pd.DataFrame(
+            {"objid": np.arange(n).astype(str), "ra": np.random.uniform(0, 360, n), "dec": np.zeros(n)}
+        )
+        table.to_parquet(tmp / "galaxies.parquet")
+        (tmp / "cutouts").mkdir()
+        (tmp / "model.pt").write_bytes(b"")
+        for size in args.shard_size:
+            start = time.perf_counter()
+            out = subprocess.run(
+                [str(snakemake), "-n", "--quiet", "rules", "--cores", "2", "--directory", str(ROOT),
+                 "--config", f"galaxies={tmp / 'galaxies.parquet'}", f"cutouts={tmp / 'cutouts'}",
+                 f"model={tmp / 'model.pt'}", f"results={tmp / 'results'}", f"shard_size={size}", "survey=sdss"],
+                capture_output=True, text=True, check=False,
+            )
+            seconds = time.perf_counter() - start
+            jobs = re.search(r"^total\s+(\d+)", out.stdout, re.M)
+            rows.append((n, size, jobs.group(1) if jobs else f"error: {out.stderr[-300:]}", f"{seconds:.1f}"))
+    print(f"{'galaxies':>10} {'shard_size':>10} {'jobs':>8} {'seconds':>8}")
+    for row in rows:
+        print(f"{row[0]:>10} {row[1]:>10} {row[2]:>8} {row[3]:>8}")
+
+
+if __name__ == "__main__":
+    main()

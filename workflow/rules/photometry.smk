@@ -1,0 +1,35 @@
+# ugriz (or grizy) aperture photometry of every clump (paper App. E).
+
+
+def sfd_option(wildcards):
+    sfd = config["photometry"]["sfd_dir"]
+    return f"--ebv-source sfd --sfd-dir {sfd}" if sfd else "--ebv-source table"
+
+
+rule photometry:
+    input:
+        galaxies=galaxies_of,
+        clumps=f"{RESULTS}/{{sample}}/shards/{{shard}}/clumps.parquet",
+        status=f"{RESULTS}/{{sample}}/shards/{{shard}}/status-postprocess.parquet",
+    output:
+        photometry=f"{RESULTS}/{{sample}}/shards/{{shard}}/photometry.parquet",
+        status=f"{RESULTS}/{{sample}}/shards/{{shard}}/status-photometry.parquet",
+    params:
+        cutouts=cutouts_param,
+        bands=" ".join(BANDS),
+        correction=config["photometry"]["aperture_correction"],
+        ebv=sfd_option,
+    log:
+        f"{RESULTS}/logs/photometry/{{sample}}-{{shard}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/photometry/{{sample}}-{{shard}}.tsv"
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    conda:
+        ENV
+    shell:
+        "clumpcat photometry --galaxies {input.galaxies} --clumps {input.clumps} "
+        "--cutouts {params.cutouts} --status-in {input.status} "
+        "--status-out {output.status} --out {output.photometry} --bands {params.bands} "
+        "--aperture-correction {params.correction} {params.ebv} 2> {log}"

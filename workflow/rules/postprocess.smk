@@ -1,0 +1,35 @@
+# NMS, merging within one r-band PSF FWHM and the host-galaxy mask (paper 4.3).
+
+
+def host_mask_option(wildcards):
+    return "" if config["postprocess"]["host_mask"] else "--no-host-mask"
+
+
+rule postprocess:
+    input:
+        galaxies=galaxies_of,
+        detections=f"{RESULTS}/{{sample}}/shards/{{shard}}/detections.parquet",
+        status=f"{RESULTS}/{{sample}}/shards/{{shard}}/status-detect.parquet",
+    output:
+        clumps=f"{RESULTS}/{{sample}}/shards/{{shard}}/clumps.parquet",
+        status=f"{RESULTS}/{{sample}}/shards/{{shard}}/status-postprocess.parquet",
+    params:
+        cutouts=cutouts_param,
+        cfg=config["postprocess"],
+        host_mask=host_mask_option,
+        floor=config["detect"]["score_floor"],
+    log:
+        f"{RESULTS}/logs/postprocess/{{sample}}-{{shard}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/postprocess/{{sample}}-{{shard}}.tsv"
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    conda:
+        ENV
+    shell:
+        "clumpcat postprocess --galaxies {input.galaxies} --detections {input.detections} "
+        "--cutouts {params.cutouts} --status-in {input.status} "
+        "--status-out {output.status} --out {output.clumps} "
+        "--nms-iou {params.cfg[nms_iou]} --merge-fwhm {params.cfg[merge_fwhm]} "
+        "--score-floor {params.floor} {params.host_mask} 2> {log}"

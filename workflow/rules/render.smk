@@ -1,0 +1,31 @@
+# RGB rendering (Lupton for SDSS, asinh for HSC; paper App. A) and label boxes.
+
+
+rule render:
+    input:
+        galaxies=galaxies_of,
+        status=source_status,
+        truth=truth_of,
+    output:
+        render=f"{RESULTS}/{{sample}}/shards/{{shard}}/render.parquet",
+        labels=f"{RESULTS}/{{sample}}/shards/{{shard}}/labels.parquet",
+        status=f"{RESULTS}/{{sample}}/shards/{{shard}}/status-render.parquet",
+    params:
+        cutouts=cutouts_param,
+        rgb=rgb_dir,
+        status=status_option,
+        truth=truth_option,
+    log:
+        f"{RESULTS}/logs/render/{{sample}}-{{shard}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/render/{{sample}}-{{shard}}.tsv"
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    conda:
+        ENV
+    shell:
+        "clumpcat render --galaxies {input.galaxies} --cutouts {params.cutouts} "
+        "--rgb-dir {params.rgb} --survey {SURVEY} {params.status} {params.truth} "
+        "--labels-detectable-only --labels-out {output.labels} "
+        "--status-out {output.status} --out {output.render} 2> {log}"

@@ -1,0 +1,141 @@
+# Galaxies for each sample: simulated (synthetic survey and training set),
+# split from the user's table, or injected into the survey's own cutouts.
+
+
+def simulate_seed(wildcards):
+    return config["simulate" if wildcards.sample == "survey" else "training"]["seed"]
+
+
+def simulate_first(wildcards):
+    return int(wildcards.shard) * SHARD_SIZE
+
+
+def simulate_count(wildcards):
+    return min(SHARD_SIZE, SAMPLES[wildcards.sample] - simulate_first(wildcards))
+
+
+def simulate_total(wildcards):
+    return SAMPLES[wildcards.sample]
+
+
+def cutouts_param(wildcards):
+    return cutout_dir(wildcards.sample)
+
+
+def survey_galaxies(wildcards):
+    return shard_path("survey", wildcards.shard, "galaxies.parquet")
+
+
+def survey_render_status(wildcards):
+    return shard_path("survey", wildcards.shard, "status-render.parquet")
+
+
+if SYNTHETIC or "training" in SAMPLES:
+
+    rule simulate:
+        output:
+            galaxies=f"{RESULTS}/{{sample}}/shards/{{shard}}/galaxies.parquet",
+            truth=f"{RESULTS}/{{sample}}/shards/{{shard}}/truth.parquet",
+        wildcard_constraints:
+            sample="survey|training" if SYNTHETIC else "training",
+        params:
+            seed=simulate_seed,
+            first=simulate_first,
+            number=simulate_count,
+            total=simulate_total,
+            cutouts=cutouts_param,
+        log:
+            f"{RESULTS}/logs/simulate/{{sample}}-{{shard}}.log",
+        benchmark:
+            f"{RESULTS}/benchmarks/simulate/{{sample}}-{{shard}}.tsv"
+        resources:
+            mem_mb=2000,
+            runtime=30,
+        conda:
+            ENV
+        shell:
+            "clumpcat simulate --n {params.total} --seed {params.seed} "
+            "--first {params.first} --count {params.number} "
+            "--galaxies {output.galaxies} --truth {output.truth} "
+            "--cutouts {params.cutouts} 2> {log}"
+
+
+if not SYNTHETIC:
+
+    rule split_galaxies:
+        input:
+            config["galaxies"],
+        output:
+            expand(f"{RESULTS}/survey/shards/{{shard}}/galaxies.parquet", shard=SHARDS["survey"]),
+        params:
+            out_dir=f"{RESULTS}/survey/shards",
+        log:
+            f"{RESULTS}/logs/split_galaxies.log",
+        resources:
+            mem_mb=4000,
+            runtime=60,
+        conda:
+            ENV
+        shell:
+            "clumpcat validate --galaxies {input} --shard-size {SHARD_SIZE} "
+            "--out-dir {params.out_dir} 2> {log}"
+
+
+def galaxies_of(wildcards):
+    """A shard's galaxy table; injected shards share the survey's galaxies."""
+    sample = "survey" if wildcards.sample == "injected" else wildcards.sample
+    return shard_path(sample, wildcards.shard, "galaxies.parquet")
+
+
+rule inject:
+    input:
+        galaxies=survey_galaxies,
+        status=survey_render_status,
+    output:
+        truth=f"{RESULTS}/injected/shards/{{shard}}/truth.parquet",
+    params:
+        cutouts=cutout_dir("survey"),
+        out_cutouts=cutout_dir("injected"),
+        seed=config["evaluate"]["inject_seed"],
+        per_galaxy=config["evaluate"]["inject_per_galaxy"],
+    log:
+        f"{RESULTS}/logs/inject/{{shard}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/inject/{{shard}}.tsv"
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    conda:
+        ENV
+    shell:
+        "clumpcat inject --galaxies {input.galaxies} --cutouts {params.cutouts} "
+        "--out-cutouts {params.out_cutouts} --truth {output.truth} "
+        "--seed {params.seed} --per-galaxy {params.per_galaxy} 2> {log}"
+
+
+rule merge_truth:
+    input:
+        shards_of("truth.parquet"),
+    output:
+        f"{RESULTS}/{{sample}}/truth.parquet",
+    log:
+        f"{RESULTS}/logs/merge_truth/{{sample}}.log",
+    conda:
+        ENV
+    shell:
+        "clumpcat merge {input} --out {output} 2> {log}"
+
+
+rule merge_galaxies:
+    input:
+        shards_of("galaxies.parquet"),
+    output:
+        f"{RESULTS}/{{sample}}/galaxies.parquet",
+    wildcard_constraints:
+        sample="survey|training",
+    log:
+        f"{RESULTS}/logs/merge_galaxies/{{sample}}.log",
+    conda:
+        ENV
+    shell:
+        "clumpcat merge {input} --out {output} 2> {log}"
