@@ -4,6 +4,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.clumpcat-installed
 CORES  ?= all
+# The workflow's rules call the `clumpcat` command: put the venv first on PATH.
+export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: run test report lint dry-run clean
 

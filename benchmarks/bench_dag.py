@@ -33,7 +33,7 @@ def main() -> None:
         tmp = Path(tmp)
         n = args.galaxies
         table = pd.DataFrame(
-            {"objid": np.arange(n).astype(str), "ra": np.random.uniform(0, 360, n), "dec": np.zeros(n)}
+            {"objid": np.arange(n).astype(str), "ra": np.random.default_rng(0).uniform(0, 360, n), "dec": np.zeros(n)}
         )
         table.to_parquet(tmp / "galaxies.parquet")
         (tmp / "cutouts").mkdir()

@@ -29,7 +29,7 @@ GALAXY_COLUMNS: dict[str, ColumnDoc] = {
     "redshift": ("", "Spectroscopic redshift"),
     "petro_r90_r": ("arcsec", "r-band Petrosian radius containing 90% of the flux"),
     "axis_ratio": ("", "Minor/major axis ratio (SDSS expAB_r)"),
-    "exp_rad_r": ("arcsec", "r-band exponential-fit scale radius (SDSS expRad_r)"),
+    "exp_rad_r": ("arcsec", "r-band exponential-fit half-light radius (SDSS expRad_r)"),
     "ebv": ("mag", "SFD E(B-V) at the galaxy position"),
     "log_mstar": ("dex(solMass)", "log10 stellar mass"),
     "log_ssfr": ("dex(1/yr)", "log10 specific star-formation rate"),

@@ -16,9 +16,10 @@ if SYNTHETIC and SURVEY != "synthetic":
         f"'survey' is '{SURVEY}' but no 'galaxies' table is given: real surveys need "
         "--config galaxies=TABLE (only survey=synthetic simulates its own galaxies)"
     )
-TRAIN = config["model"] is None
+PRETRAINED_MODEL = config["model"] or config["weights"]["paper"]
+TRAIN = PRETRAINED_MODEL is None
 TRAINING_SETUP = config["training"]["setup"]
-MODEL = config["model"] or f"{RESULTS}/models/{TRAINING_SETUP}/model.pt"
+MODEL = PRETRAINED_MODEL or f"{RESULTS}/models/{TRAINING_SETUP}/model.pt"
 EVALUATE = config["evaluate"]["enabled"] and (SYNTHETIC or config["truth"] is not None)
 INJECT = EVALUATE and config["evaluate"]["injection"]
 ENV = "../../envs/clumpcat.yaml"
@@ -125,3 +126,141 @@ def status_option(wildcards, input):
 
 def truth_option(wildcards, input):
     return f"--truth {input.truth}" if input.get("truth") else ""
+
+
+# ---- input functions and parameters of the stage rules ----
+
+
+def simulate_seed(wildcards):
+    return config["simulate" if wildcards.sample == "survey" else "training"]["seed"]
+
+
+def simulate_first(wildcards):
+    return int(wildcards.shard) * SHARD_SIZE
+
+
+def simulate_count(wildcards):
+    return min(SHARD_SIZE, SAMPLES[wildcards.sample] - simulate_first(wildcards))
+
+
+def simulate_total(wildcards):
+    return SAMPLES[wildcards.sample]
+
+
+def cutouts_param(wildcards):
+    return cutout_dir(wildcards.sample)
+
+
+def survey_galaxies(wildcards):
+    return shard_path("survey", wildcards.shard, "galaxies.parquet")
+
+
+def survey_render_status(wildcards):
+    return shard_path("survey", wildcards.shard, "status-render.parquet")
+
+
+def galaxies_of(wildcards):
+    """A shard's galaxy table; injected shards share the survey's galaxies."""
+    sample = "survey" if wildcards.sample == "injected" else wildcards.sample
+    return shard_path(sample, wildcards.shard, "galaxies.parquet")
+
+
+def training_renders(wildcards):
+    return all_shards(TRAIN_SAMPLE, "render.parquet")
+
+
+def training_labels(wildcards):
+    if config["training"]["labels"]:
+        return config["training"]["labels"]
+    return all_shards(TRAIN_SAMPLE, "labels.parquet")
+
+
+def training_launcher(wildcards, resources):
+    if resources.gpu > 1:
+        return f"torchrun --standalone --nproc_per_node={resources.gpu} -m clumpcat"
+    return "clumpcat"
+
+
+def backbone_weights_option(wildcards):
+    key = {"imagenet": "imagenet", "imagenet-finetuned": "imagenet", "zoobot": "zoobot",
+           "zoobot-finetuned": "zoobot", "zoobot-clumps": "zoobot_clumps"}.get(TRAINING_SETUP)
+    path = config["weights"].get(key) if key else None
+    return f"--backbone-weights {path}" if path else ""
+
+
+def learning_rate_option(wildcards):
+    lr = config["training"]["lr"]
+    return f"--lr {lr}" if lr is not None else ""
+
+
+def survey_shard_dirs(wildcards):
+    return [f"{RESULTS}/survey/shards/{shard}" for shard in SHARDS["survey"]]
+
+
+def evaluation_inputs(wildcards):
+    inputs = {
+        "clumps": f"{RESULTS}/clumps.parquet",
+        "galaxies": all_shards("survey", "galaxies.parquet"),
+        "truth": config["truth"] or all_shards("survey", "truth.parquet"),
+    }
+    if config["evaluate"]["baseline"]:
+        inputs["baseline"] = all_shards("survey", "baseline.parquet")
+    if INJECT:
+        inputs["injected_truth"] = all_shards("injected", "truth.parquet")
+        inputs["injected_clumps"] = all_shards("injected", "clumps.parquet")
+    return inputs
+
+
+def evaluation_options(wildcards, input):
+    options = []
+    for key in ("baseline", "injected_truth", "injected_clumps"):
+        if key in input.keys():
+            options.append(f"--{key.replace('_', '-')} {' '.join(input[key])}")
+    return " ".join(options)
+
+
+def plot_inputs(wildcards):
+    inputs = {
+        "metrics": f"{RESULTS}/metrics.json",
+        "summary": f"{RESULTS}/evaluation/summary.csv",
+        "catalogue": f"{RESULTS}/catalogue.parquet",
+        "clumps": f"{RESULTS}/clumps.parquet",
+        "render": all_shards("survey", "render.parquet"),
+        "truth": config["truth"] or all_shards("survey", "truth.parquet"),
+    }
+    if TRAIN:
+        inputs["training"] = f"{RESULTS}/models/{TRAINING_SETUP}/metrics.csv"
+    return inputs
+
+
+def training_option(wildcards, input):
+    return f"--training-metrics {input.training}" if "training" in input.keys() else ""
+
+
+def sfd_option(wildcards):
+    sfd = config["photometry"]["sfd_dir"]
+    return f"--ebv-source sfd --sfd-dir {sfd}" if sfd else "--ebv-source table"
+
+
+def host_mask_option(wildcards):
+    return "" if config["postprocess"]["host_mask"] else "--no-host-mask"
+
+
+FIGURES = ["completeness_purity", "flux_ratio", "colour_colour", "gallery"]
+if INJECT:
+    FIGURES.append("selection_function")
+if TRAIN:
+    FIGURES.append("training_curves")
+
+
+def output_folder(wildcards, output):
+    """The folder of a rule's first output (a prefix the CLI writes into)."""
+    return str(Path(output[0]).parent)
+
+
+def output_folder_of_summary(wildcards, output):
+    return str(Path(output.summary).parent)
+
+
+def evaluation_folder(wildcards, input):
+    return str(Path(input.summary).parent)

@@ -7,23 +7,15 @@
 # username_env,password_env}, crossmatch/{hsc_objects,radius_arcsec,processed,out}.
 
 
-def fetch_setting(key, default):
-    return lookup(dpath=f"fetch/{key}", within=config, default=default)
-
-
-def hsc_setting(key, default):
-    return lookup(dpath=f"hsc/{key}", within=config, default=default)
-
-
-def crossmatch_setting(key, default):
-    return lookup(dpath=f"crossmatch/{key}", within=config, default=default)
-
-
-FETCH_CACHE = fetch_setting("cache", None) or f"{RESULTS}/cache"
-FETCH_COMMON = (
-    f"--max-parallel {fetch_setting('max_parallel', 4)} --retries {fetch_setting('retries', 5)} "
-    f"--timeout-s {fetch_setting('timeout_s', 60)} --backoff-s {fetch_setting('backoff_s', 1.0)} "
-    f"--on-network-error {fetch_setting('on_network_error', 'fail')}"
+FETCH_CACHE = lookup(dpath="fetch/cache", within=config, default=None) or f"{RESULTS}/cache"
+FETCH_COMMON = " ".join(
+    [
+        f"--max-parallel {lookup(dpath='fetch/max_parallel', within=config, default=4)}",
+        f"--retries {lookup(dpath='fetch/retries', within=config, default=5)}",
+        f"--timeout-s {lookup(dpath='fetch/timeout_s', within=config, default=60)}",
+        f"--backoff-s {lookup(dpath='fetch/backoff_s', within=config, default=1.0)}",
+        f"--on-network-error {lookup(dpath='fetch/on_network_error', within=config, default='fail')}",
+    ]
 )
 FETCH = not SYNTHETIC and not config["cutouts"]
 
@@ -39,12 +31,14 @@ if FETCH and SURVEY == "sdss":
         params:
             cutouts=cutout_dir("survey"),
             cache=f"{FETCH_CACHE}/sas",
-            sas_root=fetch_setting("sas_root", "https://data.sdss.org/sas"),
-            skyserver=fetch_setting(
-                "skyserver_url", "https://skyserver.sdss.org/dr17/SkyServerWS/SearchTools/SqlSearch"
+            sas_root=lookup(dpath="fetch/sas_root", within=config, default="https://data.sdss.org/sas"),
+            skyserver=lookup(
+                dpath="fetch/skyserver_url",
+                within=config,
+                default="https://skyserver.sdss.org/dr17/SkyServerWS/SearchTools/SqlSearch",
             )
             or "none",
-            max_outside=fetch_setting("max_outside", 0.5),
+            max_outside=lookup(dpath="fetch/max_outside", within=config, default=0.5),
             common=FETCH_COMMON,
         log:
             f"{RESULTS}/logs/fetch_sdss/{{shard}}.log",
@@ -73,11 +67,20 @@ if FETCH and SURVEY == "hsc":
         params:
             cutouts=cutout_dir("survey"),
             cache=f"{FETCH_CACHE}/das",
-            das_url=hsc_setting("das_url", "https://hsc-release.mtk.nao.ac.jp/das_cutout/pdr3/cgi-bin/cutout"),
-            psf_url=hsc_setting("psf_url", "https://hsc-release.mtk.nao.ac.jp/psf/pdr3/cgi/getpsf") or "none",
-            rerun=hsc_setting("rerun", "pdr3_wide"),
-            username_env=hsc_setting("username_env", "HSC_SSP_CAS_USERNAME"),
-            password_env=hsc_setting("password_env", "HSC_SSP_CAS_PASSWORD"),
+            das_url=lookup(
+                dpath="hsc/das_url",
+                within=config,
+                default="https://hsc-release.mtk.nao.ac.jp/das_cutout/pdr3/cgi-bin/cutout",
+            ),
+            psf_url=lookup(
+                dpath="hsc/psf_url",
+                within=config,
+                default="https://hsc-release.mtk.nao.ac.jp/psf/pdr3/cgi/getpsf",
+            )
+            or "none",
+            rerun=lookup(dpath="hsc/rerun", within=config, default="pdr3_wide"),
+            username_env=lookup(dpath="hsc/username_env", within=config, default="HSC_SSP_CAS_USERNAME"),
+            password_env=lookup(dpath="hsc/password_env", within=config, default="HSC_SSP_CAS_PASSWORD"),
             common=FETCH_COMMON,
         log:
             f"{RESULTS}/logs/fetch_hsc/{{shard}}.log",
@@ -96,18 +99,21 @@ if FETCH and SURVEY == "hsc":
             "{params.common} --log {log:q}"
 
 
-if crossmatch_setting("hsc_objects", None) and config["galaxies"]:
+if lookup(dpath="crossmatch/hsc_objects", within=config, default=None) and config["galaxies"]:
 
     rule crossmatch:
         input:
             galaxies=config["galaxies"],
-            hsc=crossmatch_setting("hsc_objects", None),
+            hsc=lookup(dpath="crossmatch/hsc_objects", within=config, default=None),
         output:
-            crossmatch_setting("out", None) or f"{RESULTS}/crossmatch/hsc-galaxies.parquet",
+            lookup(dpath="crossmatch/out", within=config, default=None)
+            or f"{RESULTS}/crossmatch/hsc-galaxies.parquet",
         params:
-            radius=crossmatch_setting("radius_arcsec", 1.0),
+            radius=lookup(dpath="crossmatch/radius_arcsec", within=config, default=1.0),
             processed=" ".join(
-                f"'{p}'" for p in crossmatch_setting("processed", None) or [f"{RESULTS}/hsc/ledger.parquet"]
+                f"'{path}'"
+                for path in lookup(dpath="crossmatch/processed", within=config, default=None)
+                or [f"{RESULTS}/hsc/ledger.parquet"]
             ),
         log:
             f"{RESULTS}/logs/crossmatch/crossmatch.log",

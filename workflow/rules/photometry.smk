@@ -1,11 +1,6 @@
 # ugriz (or grizy) aperture photometry of every clump (paper App. E).
 
 
-def sfd_option(wildcards):
-    sfd = config["photometry"]["sfd_dir"]
-    return f"--ebv-source sfd --sfd-dir {sfd}" if sfd else "--ebv-source table"
-
-
 rule photometry:
     input:
         galaxies=galaxies_of,

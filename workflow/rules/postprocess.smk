@@ -1,10 +1,6 @@
 # NMS, merging within one r-band PSF FWHM and the host-galaxy mask (paper 4.3).
 
 
-def host_mask_option(wildcards):
-    return "" if config["postprocess"]["host_mask"] else "--no-host-mask"
-
-
 rule postprocess:
     input:
         galaxies=galaxies_of,

@@ -15,6 +15,7 @@ rule render:
         rgb=rgb_dir,
         status=status_option,
         truth=truth_option,
+        survey=SURVEY,
     log:
         f"{RESULTS}/logs/render/{{sample}}-{{shard}}.log",
     benchmark:
@@ -26,6 +27,6 @@ rule render:
         ENV
     shell:
         "clumpcat render --galaxies {input.galaxies} --cutouts {params.cutouts} "
-        "--rgb-dir {params.rgb} --survey {SURVEY} {params.status} {params.truth} "
+        "--rgb-dir {params.rgb} --survey {params.survey} {params.status} {params.truth} "
         "--labels-detectable-only --labels-out {output.labels} "
         "--status-out {output.status} --out {output.render} 2> {log}"

@@ -2,34 +2,6 @@
 # split from the user's table, or injected into the survey's own cutouts.
 
 
-def simulate_seed(wildcards):
-    return config["simulate" if wildcards.sample == "survey" else "training"]["seed"]
-
-
-def simulate_first(wildcards):
-    return int(wildcards.shard) * SHARD_SIZE
-
-
-def simulate_count(wildcards):
-    return min(SHARD_SIZE, SAMPLES[wildcards.sample] - simulate_first(wildcards))
-
-
-def simulate_total(wildcards):
-    return SAMPLES[wildcards.sample]
-
-
-def cutouts_param(wildcards):
-    return cutout_dir(wildcards.sample)
-
-
-def survey_galaxies(wildcards):
-    return shard_path("survey", wildcards.shard, "galaxies.parquet")
-
-
-def survey_render_status(wildcards):
-    return shard_path("survey", wildcards.shard, "status-render.parquet")
-
-
 if SYNTHETIC or "training" in SAMPLES:
 
     rule simulate:
@@ -69,6 +41,7 @@ if not SYNTHETIC:
             expand(f"{RESULTS}/survey/shards/{{shard}}/galaxies.parquet", shard=SHARDS["survey"]),
         params:
             out_dir=f"{RESULTS}/survey/shards",
+            shard_size=SHARD_SIZE,
         log:
             f"{RESULTS}/logs/split_galaxies.log",
         resources:
@@ -77,14 +50,8 @@ if not SYNTHETIC:
         conda:
             ENV
         shell:
-            "clumpcat validate --galaxies {input} --shard-size {SHARD_SIZE} "
+            "clumpcat validate --galaxies {input} --shard-size {params.shard_size} "
             "--out-dir {params.out_dir} 2> {log}"
-
-
-def galaxies_of(wildcards):
-    """A shard's galaxy table; injected shards share the survey's galaxies."""
-    sample = "survey" if wildcards.sample == "injected" else wildcards.sample
-    return shard_path(sample, wildcards.shard, "galaxies.parquet")
 
 
 rule inject:

@@ -1,0 +1,26 @@
+"""The synthetic SDSS-like survey (``clumpcat simulate``).
+
+Modules, one job each: :mod:`.colours` (SEDs), :mod:`.hosts` (disc, bulge,
+arms, bars), :mod:`.sources` (clumps, stars, background galaxies),
+:mod:`.observe` (PSF, reddening, noise, WCS), :mod:`.truth` (truth table),
+:mod:`.survey` (the driver) and :mod:`.cli`.
+"""
+
+from __future__ import annotations
+
+from .cli import configure_parser, run
+from .survey import GalaxyModel, RenderedGalaxy, draw_galaxy, render_galaxy, sim_objid, simulate_survey
+from .truth import TRUTH_COLUMNS, truth_frame
+
+__all__ = [
+    "configure_parser",
+    "run",
+    "GalaxyModel",
+    "RenderedGalaxy",
+    "draw_galaxy",
+    "render_galaxy",
+    "sim_objid",
+    "simulate_survey",
+    "TRUTH_COLUMNS",
+    "truth_frame",
+]

@@ -1,0 +1,151 @@
+"""Tests of clump injection (``clumpcat inject``, Adams et al. 2022; App. F)."""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from clumpcat import inject
+from clumpcat.cli import main
+from clumpcat.constants import EXTINCTION_R, HSC_BANDS, SDSS_BANDS
+from clumpcat.errors import InputError
+from clumpcat.hostmask import host_galaxy_mask
+from clumpcat.simulate import observe
+from clumpcat.simulate.truth import TRUTH_COLUMNS
+
+BIG_DISC = {"u": 60.0, "g": 150.0, "r": 250.0, "i": 300.0, "z": 320.0, "y": 330.0}
+
+
+def _cutout(make_cutout, **kw):
+    defaults = dict(shape=(96, 96), sources=(), disc_scale_px=14.0, disc_flux=BIG_DISC, seed=1)
+    return make_cutout(**{**defaults, **kw})
+
+
+def test_inject_puts_the_flux_where_the_truth_says(make_cutout):
+    cutout = _cutout(make_cutout)
+    injected, truth = inject.inject_clumps(cutout, 60.0, np.random.default_rng(0), 3)
+    assert tuple(truth.columns) == tuple(TRUTH_COLUMNS) and len(truth) == 3
+    assert (truth["kind"] == "injected_clump").all() and (truth["label"] == "normal").all()
+    mask = host_galaxy_mask(cutout.images["r"], cutout.fwhm_pixels("r"))
+    assert mask[np.rint(truth["y"]).astype(int), np.rint(truth["x"]).astype(int)].all()
+    for band in SDSS_BANDS:
+        diff = injected.images[band].astype(float) - cutout.images[band]
+        assert diff.sum() == pytest.approx(truth[f"flux_{band}"].sum(), rel=2e-3)
+        np.testing.assert_array_equal(injected.ivar[band], cutout.ivar[band])
+    # each clump's light is centred on its truth position
+    one, truth1 = inject.inject_clumps(cutout, 60.0, np.random.default_rng(5), 1)
+    diff = one.images["r"].astype(float) - cutout.images["r"]
+    yy, xx = np.mgrid[0:96, 0:96]
+    x, y = truth1.loc[0, ["x", "y"]]
+    near = np.hypot(xx - x, yy - y) < 4 * cutout.fwhm_pixels("r")
+    w = diff * near
+    assert (w * xx).sum() / w.sum() == pytest.approx(x, abs=0.02)
+    assert (w * yy).sum() / w.sum() == pytest.approx(y, abs=0.02)
+    ra, dec = cutout.wcs.wcs_pix2world([x], [y], 0)
+    assert truth1.loc[0, "ra"] == pytest.approx(ra[0]) and truth1.loc[0, "dec"] == pytest.approx(dec[0])
+
+
+def test_injected_flux_recovered_by_an_aperture_sum_within_noise(make_cutout):
+    cutout = _cutout(make_cutout, disc_scale_px=40.0, noise=0.03, seed=4)
+    injected, truth = inject.inject_clumps(cutout, 60.0, np.random.default_rng(2), 1, (-1.0, -1.0))
+    x, y = truth.loc[0, ["x", "y"]]
+    fwhm = cutout.fwhm_pixels("r")
+    image = injected.images["r"]
+    yy, xx = np.mgrid[0:96, 0:96]
+    dist = np.hypot(xx - x, yy - y)
+    aperture, annulus = dist <= 2.0 * fwhm, (dist >= 3.0 * fwhm) & (dist <= 5.0 * fwhm)
+    measured = image[aperture].sum() - np.median(image[annulus]) * aperture.sum()
+    expected = truth.loc[0, "flux_r"] * observe.moffat_encircled(2.0 * fwhm, fwhm)
+    sigma = 0.03 * np.sqrt(aperture.sum()) * 1.2
+    assert abs(measured - expected) < 4 * sigma
+    assert expected / sigma > 20
+
+
+def test_flux_ratio_colours_and_reddening(make_cutout):
+    cutout = _cutout(make_cutout)
+    _, truth = inject.inject_clumps(cutout, 50.0, np.random.default_rng(1), 20, (-2.0, -1.0))
+    np.testing.assert_allclose(truth["flux_u"] / 50.0, truth["flux_ratio_u"], rtol=1e-12)
+    assert truth["flux_ratio_u"].between(10**-2.0, 10**-1.0).all()
+    assert (truth["flux_u"] < truth["flux_r"]).all()  # u-r > 0 but blue: young clumps
+    _, clear = inject.inject_clumps(cutout, 50.0, np.random.default_rng(1), 2, ebv=0.0)
+    _, dusty = inject.inject_clumps(cutout, 50.0, np.random.default_rng(1), 2, ebv=0.2)
+    for band in "griz":
+        factor = 10 ** (-0.4 * 0.2 * (EXTINCTION_R[band] - EXTINCTION_R["u"]))
+        np.testing.assert_allclose(dusty[f"flux_{band}"] / clear[f"flux_{band}"], factor, rtol=1e-12)
+
+
+def test_hsc_cutout_uses_its_bluest_band(make_cutout):
+    cutout = _cutout(make_cutout, bands=HSC_BANDS, pixel_scale=0.168, psf_fwhm=0.7)
+    injected, truth = inject.inject_clumps(cutout, 100.0, np.random.default_rng(3), 2)
+    assert set(injected.images) == set(HSC_BANDS)
+    assert truth["flux_u"].isna().all()
+    np.testing.assert_allclose(truth["flux_g"] / 100.0, truth["flux_ratio_u"])
+
+
+def test_validation_errors(make_cutout, tmp_path):
+    cutout = _cutout(make_cutout)
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match="n must be >= 0"):
+        inject.inject_clumps(cutout, 10.0, rng, -1)
+    with pytest.raises(ValueError, match="host_flux_u must be a positive flux"):
+        inject.inject_clumps(cutout, float("nan"), rng, 1)
+    with pytest.raises(ValueError, match="log_ratio_range must be"):
+        inject.inject_clumps(cutout, 10.0, rng, 1, (-0.5, -2.5))
+    parser = argparse.ArgumentParser()
+    inject.configure_parser(parser)
+    same = [
+        "--galaxies",
+        "g.csv",
+        "--cutouts",
+        str(tmp_path),
+        "--out-cutouts",
+        str(tmp_path),
+        "--truth",
+        "t.parquet",
+    ]
+    with pytest.raises(InputError, match="--out-cutouts must differ"):
+        inject.run(parser.parse_args(same))
+    with pytest.raises(InputError, match="--per-galaxy must be >= 0"):
+        inject.run(parser.parse_args([*same[:5], str(tmp_path / "o"), *same[6:], "--per-galaxy", "-2"]))
+
+
+def test_cli_skips_bad_cutouts_and_is_reproducible(cutout_dir, tmp_path):
+    kw = dict(shape=(96, 96), sources=(), disc_scale_px=14.0, disc_flux=BIG_DISC)
+    folder = cutout_dir(["gal0", "gal1"], **kw)
+    (folder / "gal3.fits").write_bytes(b"SIMPLE  =                    T" + b" " * 50)
+    galaxies = pd.DataFrame(
+        {
+            "objid": ["gal0", "gal1", "gal2", "gal3"],
+            "ra": [150.0, 150.1, 150.2, 150.3],
+            "dec": [2.0, 2.1, 2.2, 2.3],
+            "host_mag_u": [18.0, np.nan, 18.0, 18.0],
+        }
+    )
+    table = tmp_path / "galaxies.csv"
+    galaxies.to_csv(table, index=False)
+    outs = []
+    for run in ("a", "b"):
+        argv = [
+            "inject", "--galaxies", table, "--cutouts", folder, "--out-cutouts", tmp_path / run / "cutouts",
+            "--truth", tmp_path / run / "truth.parquet", "--seed", 9, "--per-galaxy", 2,
+            "--status", tmp_path / run / "status.parquet",
+        ]  # fmt: skip
+        assert main([str(a) for a in argv]) == 0
+        outs.append(pd.read_parquet(tmp_path / run / "truth.parquet"))
+    pd.testing.assert_frame_equal(outs[0], outs[1])
+    truth = outs[0]
+    assert list(truth["objid"]) == ["gal0", "gal0", "gal1", "gal1"]
+    assert sorted(p.name for p in (tmp_path / "a" / "cutouts").iterdir()) == ["gal0.fits", "gal1.fits"]
+    # gal0's ratio is relative to the table's host_mag_u; gal1's to the measured host flux
+    host0 = observe.mag_to_nmgy(18.0)
+    np.testing.assert_allclose(
+        truth.loc[truth.objid == "gal0", "flux_u"] / host0, truth.loc[truth.objid == "gal0", "flux_ratio_u"]
+    )
+    status = pd.read_parquet(tmp_path / "a" / "status.parquet").set_index("objid")
+    assert list(status["status"]) == ["ok", "ok", "failed", "failed"]
+    assert "file not found" in status.loc["gal2", "reason"]
+    assert "unreadable" in status.loc["gal3", "reason"]
+    assert (status.loc[["gal2", "gal3"], "stage"] == "inject").all()

@@ -1,0 +1,160 @@
+"""Training, resuming, DDP and batched detection on a tiny synthetic survey."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from clumpcat.dataset import CropDataset, load_training_table, stratified_split
+from clumpcat.detect import detect_shard
+from clumpcat.errors import InputError
+from clumpcat.labels import truth_boxes
+from clumpcat.ledger import LedgerEntry, write_status
+from clumpcat.render import geometries, render_shard
+from clumpcat.simulate.survey import simulate_survey
+from clumpcat.tables import read_table
+from clumpcat.train import train_detector
+from clumpcat.weights import load_detector
+
+pytestmark = pytest.mark.xdist_group("torch")
+
+
+@pytest.fixture(scope="module")
+def survey(tmp_path_factory):
+    """Twelve simulated galaxies, rendered, with label boxes."""
+    root = tmp_path_factory.mktemp("survey")
+    galaxies, truth = simulate_survey(seed=4, first=0, count=12, cutout_dir=root / "cutouts")
+    table, failures = render_shard(galaxies["objid"].tolist(), root / "cutouts", root / "rgb", "synthetic")
+    assert not failures
+    table.to_parquet(root / "render.parquet")
+    labels = truth_boxes(truth, geometries(table), detectable_only=True)
+    labels.to_parquet(root / "labels.parquet")
+    galaxies.to_parquet(root / "galaxies.parquet")
+    truth.to_parquet(root / "truth.parquet")
+    return root
+
+
+def test_split_is_stratified_and_complete(survey):
+    table = load_training_table([survey / "render.parquet"], [survey / "labels.parquet"])
+    split = stratified_split(table, seed=1)
+    together = split["train"] + split["val"] + split["test"]
+    assert sorted(together) == sorted(table.images["objid"])
+    assert len(split["train"]) > len(split["val"]) >= 1
+
+
+def centre_pixels(image, boxes):
+    """Sorted RGB sums of the pixels holding each box centre (edge coordinates)."""
+    values = []
+    for b in boxes.numpy():
+        i, j = int(np.floor(0.5 * (b[1] + b[3]))), int(np.floor(0.5 * (b[0] + b[2])))
+        values.append(float(image[:, i, j].sum()))
+    return sorted(values)
+
+
+def test_crops_keep_boxes_on_their_clumps(survey):
+    table = load_training_table([survey / "render.parquet"], [survey / "labels.parquet"])
+    plain = CropDataset(table, table.images["objid"], augment=False)
+    flipped = CropDataset(table, table.images["objid"], augment=True, seed=3)
+    for i in range(len(plain)):
+        image, target = plain[i]
+        assert image.shape == (3, 200, 200) and 0.0 <= float(image.min()) and float(image.max()) <= 1.0
+        image_f, target_f = flipped[i]
+        for tgt in (target, target_f):
+            assert torch.all(tgt["boxes"][:, 2] > tgt["boxes"][:, 0])
+        # Flips move pixels and boxes together: the pixel under each box centre is the same.
+        assert centre_pixels(image_f, target_f["boxes"]) == pytest.approx(centre_pixels(image, target["boxes"]))
+
+
+@pytest.fixture(scope="module")
+def trained(survey, tmp_path_factory):
+    out = tmp_path_factory.mktemp("model")
+    torch.set_num_threads(2)
+    result = train_detector(
+        [survey / "render.parquet"], [survey / "labels.parquet"], out,
+        setup="cpu-small", epochs=1, batch_size=4, seed=0, device="cpu",
+    )
+    return out, result
+
+
+def test_training_writes_model_metrics_and_test_split(trained):
+    out, result = trained
+    assert (out / "model.pt").exists() and (out / "checkpoint.pt").exists()
+    metrics = pd.read_csv(out / "metrics.csv")
+    assert metrics["epoch"].tolist() == [0]
+    assert np.isfinite(metrics["train_loss"]).all()
+    for column in ("val_ap", "val_ar", "val_f1", "val_completeness", "val_purity"):
+        assert 0.0 <= metrics[column].iloc[0] <= 1.0 or np.isnan(metrics[column].iloc[0])
+    assert json.loads((out / "test_metrics.json").read_text())["best_epoch"] == 0
+    model, meta = load_detector(out / "model.pt")
+    assert meta["config"].setup == "cpu-small"
+
+
+def test_resume_continues_after_the_last_epoch(survey, trained, tmp_path):
+    out, _ = trained
+    copy = tmp_path / "resume"
+    copy.mkdir()
+    for name in ("checkpoint.pt", "model.pt", "metrics.csv"):
+        (copy / name).write_bytes((out / name).read_bytes())
+    train_detector(
+        [survey / "render.parquet"], [survey / "labels.parquet"], copy,
+        setup="cpu-small", epochs=2, batch_size=4, seed=0, device="cpu", resume=True,
+    )
+    assert pd.read_csv(copy / "metrics.csv")["epoch"].tolist() == [0, 1]
+
+
+def test_pretrained_setup_without_weights_is_a_clear_error(survey, tmp_path):
+    with pytest.raises(InputError, match="needs|pretrained weights.*weights.zoobot"):
+        train_detector(
+            [survey / "render.parquet"], [survey / "labels.parquet"], tmp_path, setup="zoobot", epochs=1
+        )
+
+
+def test_detect_maps_boxes_to_the_cutout_and_sky(survey, trained, tmp_path):
+    out, _ = trained
+    render = read_table(survey / "render.parquet")
+    bad = render["objid"].iloc[0]
+    status = write_status(
+        tmp_path / "status-render.parquet", render["objid"].tolist(),
+        [LedgerEntry(bad, "failed", "render", "broken for the test")],
+    )
+    detections = detect_shard(
+        out / "model.pt", survey / "render.parquet", survey / "cutouts", tmp_path / "det.parquet",
+        tmp_path / "status-detect.parquet", status_in=tmp_path / "status-render.parquet",
+        device="cpu", batch_size=4, score_floor=0.0,
+    )
+    assert bad not in set(detections["objid"])
+    status = read_table(tmp_path / "status-detect.parquet")
+    assert len(status) == len(render)
+    assert status.set_index("objid").loc[bad, "reason"] == "broken for the test"
+    if len(detections):
+        from clumpcat.cutouts import read_cutout
+
+        row = detections.iloc[0]
+        cutout = read_cutout(survey / "cutouts" / f"{row.objid}.fits")
+        sky = cutout.wcs.pixel_to_world(row.x, row.y)
+        assert sky.ra.deg == pytest.approx(row.ra) and sky.dec.deg == pytest.approx(row.dec)
+        assert row.box_x0 < row.x + 0.5 < row.box_x1
+        assert (detections["label"].isin(["normal", "odd"])).all()
+
+
+@pytest.mark.slow
+def test_ddp_with_two_processes_on_cpu(survey, tmp_path):
+    """torchrun with two Gloo processes trains one epoch and writes one model."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+        "-m", "clumpcat", "train", "--render", str(survey / "render.parquet"),
+        "--labels", str(survey / "labels.parquet"), "--out-dir", str(tmp_path), "--epochs", "1",
+        "--batch-size", "2", "--device", "cpu", "--threads", "1",
+    ]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "model.pt").exists()
+    assert pd.read_csv(tmp_path / "metrics.csv")["epoch"].tolist() == [0]

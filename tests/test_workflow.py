@@ -1,0 +1,114 @@
+"""The Snakemake workflow: configuration errors, dry runs at scale, and a small real run."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+pytestmark = pytest.mark.xdist_group("workflow")
+
+
+def snakemake(*args, cwd=ROOT, timeout=1200):
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [str(BIN / "snakemake"), "--cores", "2", *args], cwd=cwd, env=env,
+        capture_output=True, text=True, timeout=timeout, check=False,
+    )
+
+
+def job_counts(stdout: str) -> dict[str, int]:
+    table = stdout[stdout.index("Job stats:"):]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
+
+
+def test_real_survey_without_galaxy_table_is_refused():
+    done = snakemake("-n", "--config", "survey=sdss")
+    assert done.returncode != 0
+    assert "'survey' is 'sdss' but no 'galaxies' table is given" in done.stderr + done.stdout
+
+
+def test_unknown_config_value_is_named():
+    done = snakemake("-n", "--config", "survey=des")
+    assert done.returncode != 0
+    assert "des" in done.stderr + done.stdout
+
+
+def test_dry_run_on_a_large_user_table(tmp_path):
+    n = 20_000
+    pd.DataFrame({"objid": np.arange(n), "ra": np.linspace(0, 10, n), "dec": np.zeros(n)}).to_parquet(
+        tmp_path / "galaxies.parquet"
+    )
+    (tmp_path / "cutouts").mkdir()
+    (tmp_path / "model.pt").write_bytes(b"")
+    done = snakemake(
+        "-n", "--config", f"galaxies={tmp_path / 'galaxies.parquet'}", f"cutouts={tmp_path / 'cutouts'}",
+        f"model={tmp_path / 'model.pt'}", f"results={tmp_path / 'out'}", "shard_size=1000", "survey=sdss",
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    counts = job_counts(done.stdout)
+    assert counts["split_galaxies"] == 1
+    for rule in ("render", "detect", "postprocess", "photometry"):
+        assert counts[rule] == 20
+    assert "train" not in counts and "simulate" not in counts and "evaluate" not in counts
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    """The default pipeline, shrunk: a real simulate -> train -> catalogue -> evaluation run."""
+    tmp = tmp_path_factory.mktemp("run")
+    config = {
+        "results": str(tmp / "results"),
+        "shard_size": 15,
+        "simulate": {"n_galaxies": 24, "seed": 5},
+        "training": {"n_galaxies": 30, "epochs": 1, "seed": 3},
+        "evaluate": {"inject_per_galaxy": 2},
+    }
+    (tmp / "small.yaml").write_text(yaml.safe_dump(config))
+    done = snakemake("--configfile", str(tmp / "small.yaml"))
+    assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-3000:])
+    return tmp / "results"
+
+
+@pytest.mark.slow
+def test_default_pipeline_makes_the_release(small_run):
+    results = small_run
+    ledger = pq.read_table(results / "ledger.parquet").to_pandas()
+    assert len(ledger) == 24 and ledger["objid"].is_unique
+    assert set(ledger["status"]) <= {"ok", "no_clumps", "failed"}
+    catalogue = pq.read_table(results / "catalogue.parquet")
+    datamodel = yaml.safe_load((ROOT / "resources" / "catalogue_datamodel.yaml").read_text())
+    names = [c["name"] for c in datamodel["columns"]]
+    assert catalogue.schema.names == names
+    assert (results / "catalogue.fits").exists() and (results / "metrics.json").exists()
+    for line in (results / "release" / "SHA256SUMS").read_text().splitlines():
+        digest, name = line.split(maxsplit=1)
+        path = results / "release" / name.lstrip("*")
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
+    assert (results / "figures" / "completeness_purity.png").exists()
+
+
+@pytest.mark.slow
+def test_own_cutouts_and_model_skip_simulation_and_training(small_run, tmp_path):
+    galaxies = small_run / "survey" / "shards" / "00000" / "galaxies.parquet"
+    done = snakemake(
+        "--config", f"galaxies={galaxies}", f"cutouts={small_run / 'survey' / 'cutouts'}",
+        f"model={small_run / 'models' / 'cpu-small' / 'model.pt'}", f"results={tmp_path / 'out'}", "survey=sdss",
+    )
+    assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-3000:])
+    assert "rule train" not in done.stdout and "rule simulate" not in done.stdout
+    ledger = pq.read_table(tmp_path / "out" / "ledger.parquet").to_pandas()
+    assert sorted(ledger["objid"]) == sorted(pd.read_parquet(galaxies)["objid"])
+    assert (tmp_path / "out" / "catalogue.parquet").exists()

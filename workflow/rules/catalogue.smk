@@ -1,0 +1,35 @@
+# The released catalogue: shards merged by streaming into clumps.parquet,
+# catalogue.parquet/.fits (the 67 columns of paper Table 5 + extras) and the
+# ledger, then the release bundle with README, provenance and SHA256SUMS.
+
+
+rule catalogue:
+    input:
+        photometry=all_shards("survey", "photometry.parquet"),
+        status=all_shards("survey", "status-photometry.parquet"),
+        clumps=all_shards("survey", "clumps.parquet"),
+        model=MODEL,
+    output:
+        clumps=f"{RESULTS}/clumps.parquet",
+        catalogue=f"{RESULTS}/catalogue.parquet",
+        fits=f"{RESULTS}/catalogue.fits",
+        ledger=f"{RESULTS}/ledger.parquet",
+        sums=f"{RESULTS}/release/SHA256SUMS",
+    params:
+        shards=survey_shard_dirs,
+        threshold=config["catalogue"]["score_threshold"],
+        out_dir=output_folder,
+        configfile=workflow.configfiles[0] if workflow.configfiles else "config.yaml",
+    log:
+        f"{RESULTS}/logs/catalogue.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/catalogue.tsv"
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    conda:
+        ENV
+    shell:
+        "clumpcat catalogue --shards {params.shards} --out-dir {params.out_dir} "
+        "--score-threshold {params.threshold} --release --config {params.configfile} "
+        "--model {input.model} 2> {log}"
