@@ -21,6 +21,7 @@ include: "workflow/rules/postprocess.smk"
 include: "workflow/rules/photometry.smk"
 include: "workflow/rules/catalogue.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/experiment.smk"
 
 
 rule all:

@@ -89,9 +89,9 @@ def test_404_is_not_found_without_retry(tree, tmp_path):
 
 
 def test_stalled_response_times_out_and_is_retried(tree, tmp_path):
-    policy = RetryPolicy(retries=2, backoff_s=0.01, timeout_s=0.3)
+    policy = RetryPolicy(retries=2, backoff_s=0.01, timeout_s=2.0)
     with ArchiveServer(tree) as server, HttpClient(policy=policy) as client:
-        server.add_fault("a/file.bin", ("stall", 1.0))
+        server.add_fault("a/file.bin", ("stall", 5.0))
         assert client.download(f"{server.url}/a/file.bin", tmp_path / "f.bin", validate=_check_payload)
         assert server.counts["/a/file.bin"] == 2
 

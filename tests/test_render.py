@@ -23,6 +23,7 @@ from clumpcat.render import (
     render_cutout,
     render_shard,
 )
+from clumpcat.tables import read_table
 
 # -- composites ---------------------------------------------------------------
 
@@ -242,7 +243,18 @@ def test_truth_without_labels_out_is_an_error(tmp_path, galaxy_table, caplog):
             str(tmp_path / "rgb"), "--status-out", str(tmp_path / "s.parquet"), "--out", str(tmp_path / "r.parquet"),
             "--truth", str(tmp_path / "t.parquet")]  # fmt: skip
     assert main(args) == 1
-    assert "--truth and --labels-out go together" in caplog.text
+    assert "--truth needs --labels-out" in caplog.text
+
+
+def test_labels_out_without_truth_writes_an_empty_table(tmp_path, galaxy_table, cutout_dir):
+    folder = cutout_dir(galaxy_table["objid"].tolist())
+    galaxy_table.to_csv(tmp_path / "g.csv", index=False)
+    args = ["render", "--galaxies", str(tmp_path / "g.csv"), "--cutouts", str(folder), "--rgb-dir",
+            str(tmp_path / "rgb"), "--survey", "sdss", "--status-out", str(tmp_path / "s.parquet"),
+            "--out", str(tmp_path / "r.parquet"), "--labels-out", str(tmp_path / "l.parquet")]  # fmt: skip
+    assert main(args) == 0
+    labels = read_table(tmp_path / "l.parquet")
+    assert len(labels) == 0 and "box_x0" in labels.columns
 
 
 def test_same_input_same_png_bytes(tmp_path, cutout_dir):

@@ -100,13 +100,16 @@ def test_resume_continues_after_the_last_epoch(survey, trained, tmp_path):
     out, _ = trained
     copy = tmp_path / "resume"
     copy.mkdir()
-    for name in ("checkpoint.pt", "model.pt", "metrics.csv"):
-        (copy / name).write_bytes((out / name).read_bytes())
+    # As after a killed job: Snakemake removed the outputs, the checkpoint is left.
+    (copy / "checkpoint.pt").write_bytes((out / "checkpoint.pt").read_bytes())
     train_detector(
         [survey / "render.parquet"], [survey / "labels.parquet"], copy,
         setup="cpu-small", epochs=2, batch_size=4, seed=0, device="cpu", resume=True,
     )
-    assert pd.read_csv(copy / "metrics.csv")["epoch"].tolist() == [0, 1]
+    history = pd.read_csv(copy / "metrics.csv")
+    assert history["epoch"].tolist() == [0, 1]
+    _model, meta = load_detector(copy / "model.pt")
+    assert meta["epoch"] == int(history["val_f1"].idxmax())
 
 
 def test_pretrained_setup_without_weights_is_a_clear_error(survey, tmp_path):
@@ -142,6 +145,27 @@ def test_detect_maps_boxes_to_the_cutout_and_sky(survey, trained, tmp_path):
         assert sky.ra.deg == pytest.approx(row.ra) and sky.dec.deg == pytest.approx(row.dec)
         assert row.box_x0 < row.x + 0.5 < row.box_x1
         assert (detections["label"].isin(["normal", "odd"])).all()
+
+
+def test_rendered_boxes_map_back_to_cutout_pixels_and_sky():
+    from clumpcat.detect import to_cutout_frame
+    from clumpcat.render import RenderGeometry, boxes_around
+
+    from .conftest import tan_wcs
+
+    geometry = RenderGeometry(100, 80, 4.0, 5.0)
+    wcs = tan_wcs((80, 100), 0.396)
+    x, y = 37.0, 21.0
+    boxes = boxes_around(*geometry.cutout_to_render(x, y), 20.0)
+    frame = to_cutout_frame(
+        "a", {"boxes": np.atleast_2d(boxes), "scores": np.array([0.9]), "labels": np.array([2])}, geometry, wcs, 3.0
+    )
+    assert frame.x[0] == pytest.approx(x) and frame.y[0] == pytest.approx(y)
+    assert frame.box_x1[0] - frame.box_x0[0] == pytest.approx(5.0)
+    assert frame.box_y1[0] - frame.box_y0[0] == pytest.approx(4.0)
+    sky = wcs.pixel_to_world(x, y)
+    assert frame.ra[0] == pytest.approx(sky.ra.deg) and frame.dec[0] == pytest.approx(sky.dec.deg)
+    assert frame.label[0] == "odd"
 
 
 @pytest.mark.slow

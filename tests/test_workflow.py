@@ -112,3 +112,16 @@ def test_own_cutouts_and_model_skip_simulation_and_training(small_run, tmp_path)
     ledger = pq.read_table(tmp_path / "out" / "ledger.parquet").to_pandas()
     assert sorted(ledger["objid"]) == sorted(pd.read_parquet(galaxies)["objid"])
     assert (tmp_path / "out" / "catalogue.parquet").exists()
+
+
+@pytest.mark.slow
+def test_experiment_mode_compares_setups_over_sizes(small_run):
+    config = yaml.safe_load((small_run.parent / "small.yaml").read_text())
+    config["experiment"] = {"setups": ["cpu-small"], "sizes": [10, 20], "epochs": 1}
+    (small_run.parent / "experiment.yaml").write_text(yaml.safe_dump(config))
+    done = snakemake("--configfile", str(small_run.parent / "experiment.yaml"), "experiment")
+    assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-3000:])
+    table = pd.read_parquet(small_run / "experiment" / "experiment.parquet")
+    assert table["n_images"].tolist() == [10, 20]
+    assert table["test_f1"].between(0, 1).all()
+    assert (small_run / "experiment" / "experiment.png").exists()

@@ -35,6 +35,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "baseline": ("clumpcat.baseline", "classical peak-finder detections, for comparison"),
     "evaluate": ("clumpcat.evaluate", "completeness, purity and COCO metrics against truth"),
     "plots": ("clumpcat.plots", "figures for the report"),
+    "experiment": ("clumpcat.experiment", "compare set-ups over training-set sizes (App. C)"),
     "merge": ("clumpcat.merge", "concatenate per-shard tables, streaming"),
 }
 

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from .candidates import merge_within_fwhm, nms_across_labels
 from .coco_metrics import coco_ap_ar
@@ -45,6 +46,14 @@ def _to_device(images, targets, device):
     for t in targets:
         moved.append({k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in t.items()})
     return images, moved
+
+
+def _finite_everywhere(value: float, device: torch.device) -> bool:
+    """True when the loss is finite on every DDP process (all stop together)."""
+    bad = torch.tensor([0.0 if math.isfinite(value) else 1.0], device=device)
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(bad)
+    return float(bad) == 0.0
 
 
 def train_one_epoch(
@@ -99,7 +108,7 @@ def train_one_epoch(
             losses = model(images, targets)
         loss = sum(losses.values())
         value = float(loss.detach())
-        if not math.isfinite(value):
+        if not _finite_everywhere(value, device):
             raise ClumpcatError(
                 f"epoch {epoch}, iteration {i}: non-finite loss {value} "
                 f"({ {k: float(v) for k, v in losses.items()} }); lower the learning rate"

@@ -534,7 +534,16 @@ def evaluate_run(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     objids = galaxies["objid"].astype(str).tolist()
-    fwhm = _fwhm_from_galaxies(galaxies, pixel_scale)
+    # The PSF FWHM written into each cutout (carried by the detections) comes
+    # first; the galaxy table's arcsec value assumes ``pixel_scale``.
+    fwhm = {}
+    for table in (clumps, baseline):
+        if table is not None and "fwhm_r_px" in table.columns and len(table):
+            per = table.groupby(table["objid"].astype(str))["fwhm_r_px"].first().dropna()
+            for objid, value in per.items():
+                fwhm.setdefault(objid, float(value))
+    for objid, value in _fwhm_from_galaxies(galaxies, pixel_scale).items():
+        fwhm.setdefault(objid, value)
     detectors = {"model": clumps}
     if baseline is not None:
         detectors["baseline"] = baseline

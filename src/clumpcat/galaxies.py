@@ -93,7 +93,7 @@ def validate_galaxies(
     if pd.api.types.is_float_dtype(objid):
         problems.append("objid must be an integer or a string, not a float (ids lose digits)")
     objid = objid.astype(str)
-    bad_id = ~objid.str.match(OBJID_PATTERN.pattern).to_numpy(dtype=bool)
+    bad_id = ~objid.str.fullmatch(OBJID_PATTERN.pattern).fillna(False).to_numpy(dtype=bool)
     if bad_id.any():
         problems.append(f"objid outside [A-Za-z0-9_.-] (or starting with '.') in {_rows(bad_id, first_row)}")
     dup = objid.duplicated(keep=False).to_numpy()

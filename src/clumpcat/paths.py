@@ -16,7 +16,7 @@ from .errors import InputError
 __all__ = ["OBJID_PATTERN", "check_objid", "objid_path"]
 
 #: What an objid may look like (DESIGN.md, galaxy table contract).
-OBJID_PATTERN = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}$")
+OBJID_PATTERN = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}")
 
 
 def check_objid(objid: object) -> str:
@@ -29,7 +29,7 @@ def check_objid(objid: object) -> str:
         holds a character outside ``[A-Za-z0-9_.-]``.
     """
     text = str(objid)
-    if not OBJID_PATTERN.match(text):
+    if not OBJID_PATTERN.fullmatch(text):
         raise InputError(
             f"objid {text!r} is not allowed: use 1-128 characters of [A-Za-z0-9_.-], "
             "not starting with '.'"

@@ -52,7 +52,7 @@ import pandas as pd
 from astropy.io.fits.verify import VerifyWarning
 
 from .candidates import LINKAGES, MergedCandidates, merge_within_fwhm, nms_across_labels
-from .constants import LABEL_IDS, LABELS, MERGE_FWHM, NMS_IOU
+from .constants import HOST_MASK_NSIGMA, LABEL_IDS, LABELS, MERGE_FWHM, NMS_IOU
 from .cutouts import Cutout, read_cutout
 from .errors import CutoutError, InputError
 from .hostmask import in_mask, segment_host
@@ -211,6 +211,7 @@ def postprocess_galaxy(
     linkage: str = "seed",
     centre: tuple[float, float] | None = None,
     band: str = "r",
+    host_nsigma: float = HOST_MASK_NSIGMA,
 ) -> pd.DataFrame:
     """Post-process one galaxy's raw detections (Section 4.3).
 
@@ -300,7 +301,8 @@ def postprocess_galaxy(
         in_host = np.ones(merged.x.size, dtype=bool)
     else:
         host = segment_host(
-            cutout.images[band], fwhm, centre=centre, max_offset_px=HOST_MAX_OFFSET_FWHM * fwhm
+            cutout.images[band], fwhm, nsigma=host_nsigma, centre=centre,
+            max_offset_px=HOST_MAX_OFFSET_FWHM * fwhm,
         )
         if not host.found:
             log.warning("%s: no host-galaxy segment found in the %s band", cutout.objid, band)
@@ -368,6 +370,7 @@ def postprocess_shard(
     merge_fwhm: float = MERGE_FWHM,
     host_mask: str = "drop",
     linkage: str = "seed",
+    host_nsigma: float = HOST_MASK_NSIGMA,
 ) -> tuple[pd.DataFrame, list[LedgerEntry]]:
     """Post-process every galaxy of a shard; a bad galaxy never stops the shard.
 
@@ -437,6 +440,7 @@ def postprocess_shard(
                 host_mask=host_mask,
                 linkage=linkage,
                 centre=centre,
+                host_nsigma=host_nsigma,
             )
         except CutoutError as exc:
             log.warning("%s: %s", objid, exc)
@@ -521,6 +525,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         default="seed",
         help="how chains of close candidates merge (default %(default)s)",
     )
+    parser.add_argument(
+        "--host-nsigma", type=float, default=HOST_MASK_NSIGMA,
+        help="host segment threshold in background RMS of the r image (Section 4.3.2: %(default)s)",
+    )
     group = parser.add_mutually_exclusive_group()
     group.add_argument(
         "--no-host-mask", action="store_true", help="keep candidates outside the host galaxy's segment"
@@ -553,6 +561,7 @@ def run(args: argparse.Namespace) -> int:
         merge_fwhm=args.merge_fwhm,
         host_mask=mode,
         linkage=args.linkage,
+        host_nsigma=args.host_nsigma,
     )
     write_table(
         clumps,
@@ -566,6 +575,7 @@ def run(args: argparse.Namespace) -> int:
             "merge_fwhm": repr(args.merge_fwhm),
             "linkage": args.linkage,
             "host_mask": mode,
+            "host_nsigma": repr(args.host_nsigma),
         },
     )
     write_status(args.status_out, galaxies["objid"].astype(str), failures, upstream=status)

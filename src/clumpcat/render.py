@@ -623,7 +623,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--status-out", required=True, help="this stage's status table")
     parser.add_argument("--out", required=True, help="render table (render.parquet)")
     parser.add_argument("--truth", help="truth table of injected sources; writes label boxes")
-    parser.add_argument("--labels-out", help="label boxes in the rendered frame (needs --truth)")
+    parser.add_argument(
+        "--labels-out", help="label boxes in the rendered frame (empty without --truth)"
+    )
     parser.add_argument(
         "--labels-detectable-only", action="store_true", help="only truth sources flagged 'detectable'"
     )
@@ -632,12 +634,19 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _empty_labels() -> pd.DataFrame:
+    from .labels import LABEL_COLUMNS
+
+    dtypes = {"label_id": "int64", "objid": "str", "label": "str"}
+    return pd.DataFrame({c: pd.Series(dtype=dtypes.get(c, "float64")) for c in LABEL_COLUMNS})
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``clumpcat render`` on one shard; returns the exit status."""
     from .labels import LABEL_COLUMNS, truth_boxes
 
-    if bool(args.truth) != bool(args.labels_out):
-        raise InputError("--truth and --labels-out go together: give both or neither")
+    if args.truth and not args.labels_out:
+        raise InputError("--truth needs --labels-out (where the label boxes go)")
     galaxies = read_galaxies(args.galaxies)
     shard = galaxies["objid"].tolist()
     upstream = None
@@ -658,4 +667,8 @@ def run(args: argparse.Namespace) -> int:
         )
         write_table(boxes, args.labels_out, LABEL_COLUMNS)
         log.info("render: %d label boxes for %d galaxies", len(boxes), boxes["objid"].nunique())
+    elif args.labels_out:
+        # No truth for this sample (the user's own galaxies): an empty label
+        # table keeps the workflow's outputs the same for every sample.
+        write_table(_empty_labels(), args.labels_out, LABEL_COLUMNS)
     return 0

@@ -8,6 +8,7 @@ rule catalogue:
         photometry=all_shards("survey", "photometry.parquet"),
         status=all_shards("survey", "status-photometry.parquet"),
         clumps=all_shards("survey", "clumps.parquet"),
+        galaxies=config["galaxies"] or f"{RESULTS}/survey/galaxies.parquet",
         model=MODEL,
     output:
         clumps=f"{RESULTS}/clumps.parquet",
@@ -31,5 +32,5 @@ rule catalogue:
         ENV
     shell:
         "clumpcat catalogue --shards {params.shards} --out-dir {params.out_dir} "
-        "--score-threshold {params.threshold} --release --config {params.configfile} "
+        "--galaxies {input.galaxies} --score-threshold {params.threshold} --release --config {params.configfile} "
         "--model {input.model} 2> {log}"

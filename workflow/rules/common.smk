@@ -264,3 +264,22 @@ def output_folder_of_summary(wildcards, output):
 
 def evaluation_folder(wildcards, input):
     return str(Path(input.summary).parent)
+
+
+def experiment_weights_option(wildcards):
+    key = {"imagenet": "imagenet", "imagenet-finetuned": "imagenet", "zoobot": "zoobot",
+           "zoobot-finetuned": "zoobot", "zoobot-clumps": "zoobot_clumps"}.get(wildcards.setup)
+    path = config["weights"].get(key) if key else None
+    return f"--backbone-weights {path}" if path else ""
+
+
+def experiment_runs(wildcards):
+    return [
+        f"{RESULTS}/experiment/{setup}-{size}/test_metrics.json"
+        for setup in config["experiment"]["setups"]
+        for size in config["experiment"]["sizes"]
+    ]
+
+
+def experiment_run_dirs(wildcards):
+    return [str(Path(path).parent) for path in experiment_runs(wildcards)]

@@ -28,4 +28,4 @@ rule postprocess:
         "--cutouts {params.cutouts} --status-in {input.status} "
         "--status-out {output.status} --out {output.clumps} "
         "--nms-iou {params.cfg[nms_iou]} --merge-fwhm {params.cfg[merge_fwhm]} "
-        "--score-floor {params.floor} {params.host_mask} 2> {log}"
+        "--score-floor {params.floor} --host-nsigma {params.cfg[host_nsigma]} {params.host_mask} 2> {log}"

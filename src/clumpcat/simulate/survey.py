@@ -97,7 +97,8 @@ class GalaxyModel:
     ebv : float
         E(B-V) at the galaxy.
     psf_fwhm : dict of str to float
-        Per-band PSF FWHM, arcsec.
+        Per-band effective PSF FWHM (of the PSF convolved with the pixel,
+        as a survey reports it), arcsec.
     host : HostModel
     sources : tuple of Source
         Truth sources (clumps and stars).

@@ -1,0 +1,142 @@
+"""Tests of clumpcat.release: README from the data model, provenance, checksums."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from clumpcat import cli
+from clumpcat.datamodel import load_datamodel
+from clumpcat.errors import InputError
+from clumpcat.release import make_release, release_readme, sha256_file, write_hats, write_sha256sums
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"_clumpcat_{name}", Path(__file__).with_name(f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("rel")
+    make_shard = _load("test_catalogue").make_shard
+    shard = make_shard(root, "000", {"a0": "clumps", "a1": "none", "a2": "no_cutout"}, seed=3)
+    config = root / "config.yaml"
+    config.write_text("survey: synthetic\nscore_threshold: 0.3\n")
+    model = root / "model.pt"
+    model.write_bytes(b"not really weights" * 100)
+    out = root / "results"
+    rc = cli.main(
+        ["catalogue", "--shards", str(shard), "--out-dir", str(out), "--release",
+         "--config", str(config), "--model", str(model)]
+    )  # fmt: skip
+    assert rc == 0
+    return root, out
+
+
+def test_release_contents(run_dir):
+    _root, out = run_dir
+    release = out / "release"
+    names = sorted(p.name for p in release.iterdir())
+    assert names == sorted(
+        [
+            "catalogue.parquet",
+            "catalogue.fits",
+            "ledger.parquet",
+            "README.md",
+            "provenance.json",
+            "SHA256SUMS",
+        ]
+    )
+    assert (release / "catalogue.parquet").read_bytes() == (out / "catalogue.parquet").read_bytes()
+
+
+def test_readme_lists_every_column(run_dir):
+    _root, out = run_dir
+    text = (out / "release" / "README.md").read_text()
+    model = load_datamodel()
+    for i, c in enumerate(model.columns, start=1):
+        assert f"| {i} | `{c.name}` | {c.dtype} | {c.unit} |" in text
+    assert "input galaxies: 3" in text
+    assert "detection score threshold: 0.3" in text
+    assert release_readme(model).count("\n| ") >= len(model.columns)
+
+
+def test_provenance(run_dir):
+    root, out = run_dir
+    record = json.loads((out / "release" / "provenance.json").read_text())
+    assert record["model"]["sha256"] == hashlib.sha256((root / "model.pt").read_bytes()).hexdigest()
+    assert record["config"]["content"] == {"survey": "synthetic", "score_threshold": 0.3}
+    assert record["packages"]["numpy"] and record["packages"]["photutils"]
+    assert record["created_utc"].endswith("Z")
+    assert "git_commit" in record
+    assert record["counts"]["n_galaxies"] == 3
+    assert record["counts"]["status_counts"] == {"ok": 1, "no_clumps": 1, "failed": 1}
+
+
+def test_checksums_verify(run_dir):
+    _root, out = run_dir
+    release = out / "release"
+    lines = (release / "SHA256SUMS").read_text().splitlines()
+    assert len(lines) == 5
+    for line in lines:
+        digest, name = line.split("  ", 1)
+        assert sha256_file(release / name) == digest
+    if shutil.which("sha256sum"):
+        result = subprocess.run(
+            ["sha256sum", "-c", "SHA256SUMS"], cwd=release, capture_output=True, text=True
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_tampered_file_fails_the_check(tmp_path):
+    (tmp_path / "a.txt").write_text("x")
+    write_sha256sums(tmp_path)
+    (tmp_path / "a.txt").write_text("y")
+    digest, name = (tmp_path / "SHA256SUMS").read_text().split()
+    assert sha256_file(tmp_path / name) != digest
+
+
+def test_release_errors(tmp_path, run_dir):
+    with pytest.raises(InputError, match="missing catalogue.parquet, catalogue.fits, ledger.parquet"):
+        make_release(tmp_path)
+    _root, out = run_dir
+    with pytest.raises(InputError, match="--model .*: no such file"):
+        make_release(out, release_dir=tmp_path / "r", model_path=tmp_path / "nope.pt")
+
+
+def test_hats_is_optional(run_dir, tmp_path, caplog, monkeypatch):
+    _root, out = run_dir
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_hats(name, *args, **kwargs):
+        if name.startswith("hats_import"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_hats)
+    assert write_hats(out / "catalogue.parquet", tmp_path / "hats") is None
+    assert "HATS copy skipped" in caplog.text
+    release = make_release(out, release_dir=tmp_path / "rel", hats=True)
+    assert json.loads((release / "provenance.json").read_text())["hats"] == "false"
+    assert not (release / "hats").exists()
+
+
+def test_hats_copy_when_available(run_dir, tmp_path):
+    pytest.importorskip("hats_import")
+    hats = pytest.importorskip("hats")
+    _root, out = run_dir
+    release = make_release(out, release_dir=tmp_path / "rel", hats=True)
+    catalog = hats.read_hats(release / "hats" / "clumpcat")
+    assert catalog.catalog_info.total_rows == 1
+    assert "hats/clumpcat/hats.properties" in (release / "SHA256SUMS").read_text()

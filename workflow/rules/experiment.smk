@@ -1,0 +1,57 @@
+# Experiment mode (paper App. C, Figs. 8-9): every set-up in experiment.setups
+# trained on run-groups of experiment.sizes images of the training sample,
+# compared on their test splits. Target: `snakemake experiment`.
+
+
+rule train_experiment:
+    input:
+        render=training_renders,
+        labels=training_labels,
+    output:
+        metrics=f"{RESULTS}/experiment/{{setup}}-{{size}}/test_metrics.json",
+    params:
+        out_dir=output_folder,
+        weights=experiment_weights_option,
+        cfg=config["training"],
+        epochs=config["experiment"]["epochs"],
+        lr=learning_rate_option,
+    log:
+        f"{RESULTS}/logs/experiment/{{setup}}-{{size}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/experiment/{{setup}}-{{size}}.tsv"
+    threads: workflow.cores
+    resources:
+        mem_mb=16000,
+        runtime=24 * 60,
+        gpu=config["training"]["gpus"],
+    conda:
+        ENV
+    shell:
+        "clumpcat train --render {input.render} --labels {input.labels} "
+        "--setup {wildcards.setup} {params.weights} --out-dir {params.out_dir} "
+        "--max-images {wildcards.size} --epochs {params.epochs} "
+        "--batch-size {params.cfg[batch_size]} {params.lr} "
+        "--weight-decay {params.cfg[weight_decay]} --seed {params.cfg[seed]} "
+        "--device {params.cfg[device]} --num-workers {params.cfg[num_workers]} "
+        "--threads {threads} --resume 2> {log}"
+
+
+rule experiment:
+    input:
+        experiment_runs,
+    output:
+        table=f"{RESULTS}/experiment/experiment.parquet",
+        plot=report(
+            f"{RESULTS}/experiment/experiment.png",
+            caption="../report/experiment.rst",
+            category="Experiment",
+        ),
+    params:
+        runs=experiment_run_dirs,
+    log:
+        f"{RESULTS}/logs/experiment/summary.log",
+    conda:
+        ENV
+    shell:
+        "clumpcat experiment --runs {params.runs} --out-table {output.table} "
+        "--out-plot {output.plot} 2> {log}"
