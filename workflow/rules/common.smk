@@ -181,11 +181,25 @@ def training_launcher(wildcards, resources):
     return "clumpcat"
 
 
-def backbone_weights_option(wildcards):
-    key = {"imagenet": "imagenet", "imagenet-finetuned": "imagenet", "zoobot": "zoobot",
-           "zoobot-finetuned": "zoobot", "zoobot-clumps": "zoobot_clumps"}.get(TRAINING_SETUP)
+#: The `weights:` key holding the pretrained ResNet50 of each set-up (paper Table 2).
+WEIGHT_KEYS = {
+    "imagenet": "imagenet",
+    "imagenet-finetuned": "imagenet",
+    "zoobot": "zoobot",
+    "zoobot-finetuned": "zoobot",
+    "zoobot-clumps": "zoobot_clumps",
+}
+
+
+def weights_option(setup):
+    """`--backbone-weights FILE` for a set-up whose weights are configured."""
+    key = WEIGHT_KEYS.get(setup)
     path = config["weights"].get(key) if key else None
     return f"--backbone-weights {path}" if path else ""
+
+
+def backbone_weights_option(wildcards):
+    return weights_option(TRAINING_SETUP)
 
 
 def learning_rate_option(wildcards):
@@ -267,10 +281,7 @@ def evaluation_folder(wildcards, input):
 
 
 def experiment_weights_option(wildcards):
-    key = {"imagenet": "imagenet", "imagenet-finetuned": "imagenet", "zoobot": "zoobot",
-           "zoobot-finetuned": "zoobot", "zoobot-clumps": "zoobot_clumps"}.get(wildcards.setup)
-    path = config["weights"].get(key) if key else None
-    return f"--backbone-weights {path}" if path else ""
+    return weights_option(wildcards.setup)
 
 
 def experiment_runs(wildcards):
