@@ -182,3 +182,11 @@ def test_ddp_with_two_processes_on_cpu(survey, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert (tmp_path / "model.pt").exists()
     assert pd.read_csv(tmp_path / "metrics.csv")["epoch"].tolist() == [0]
+
+
+def test_unknown_detector_override_is_a_clear_error(survey, tmp_path):
+    with pytest.raises(InputError, match="unknown detector config keys.*anchor_size"):
+        train_detector(
+            [survey / "render.parquet"], [survey / "labels.parquet"], tmp_path,
+            setup="cpu-small", epochs=1, overrides={"anchor_size": [8]},
+        )

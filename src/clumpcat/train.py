@@ -165,6 +165,7 @@ def train_detector(
     max_images: int | None = None,
     schedule: str | None = None,
     jitter: int = CROP_JITTER,
+    overrides: dict | None = None,
 ) -> dict:
     """Train a detector and keep the epoch with the best validation F1.
 
@@ -201,6 +202,9 @@ def train_detector(
     max_images : int, optional
         Use a random subset of this many images (seeded), as the run-groups
         of increasing size of App. C.
+    overrides : dict, optional
+        :class:`clumpcat.model.DetectorConfig` fields replacing the set-up's
+        (anchor sizes, input scale, proposal counts...), for experiments.
     jitter : int
         Largest random shift of the training crop from the image centre
         (:class:`clumpcat.dataset.CropDataset`); validation and test crops get
@@ -244,7 +248,10 @@ def train_detector(
             len(table.images), len(table.boxes), len(split["train"]), len(split["val"]), len(split["test"]),
         )
 
-    model = build_detector(setup, backbone_weights=_backbone_state(setup, backbone_weights))
+    try:
+        model = build_detector(setup, backbone_weights=_backbone_state(setup, backbone_weights), **(overrides or {}))
+    except ValueError as exc:
+        raise InputError(f"detector set-up '{setup}': {exc}") from exc
     config = model.clumpcat_config
     model.to(ctx.device)
     if ctx.device.type == "cuda":
@@ -393,6 +400,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", help="continue from checkpoint.pt")
     parser.add_argument("--no-amp", action="store_true", help="no bfloat16 autocast on CUDA")
     parser.add_argument(
+        "--override", action="append", default=[], metavar="FIELD=VALUE",
+        help="replace a detector config field, e.g. input_scale=2 or 'anchor_sizes=[16,32,64,128]'",
+    )
+    parser.add_argument(
         "--jitter", type=int, default=CROP_JITTER, help="largest random shift of the crop from the centre (px)"
     )
     parser.add_argument(
@@ -402,6 +413,19 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-images", type=int, default=None, help="train on a seeded random subset of this many images (App. C)"
     )
+
+
+def _parse_overrides(items: list[str]) -> dict:
+    """``FIELD=VALUE`` strings to a dict, values read as YAML (numbers, lists)."""
+    import yaml
+
+    out = {}
+    for item in items:
+        field, sep, value = item.partition("=")
+        if not sep or not field:
+            raise InputError(f"--override takes FIELD=VALUE, got {item!r}")
+        out[field.strip()] = yaml.safe_load(value)
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
@@ -418,6 +442,6 @@ def run(args: argparse.Namespace) -> int:
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
         seed=args.seed, device=args.device, num_workers=args.num_workers, threads=args.threads,
         resume=args.resume, amp=not args.no_amp, max_images=args.max_images,
-        schedule=args.schedule, jitter=args.jitter,
+        schedule=args.schedule, jitter=args.jitter, overrides=_parse_overrides(args.override),
     )
     return 0
