@@ -119,7 +119,7 @@ def test_experiment_mode_compares_setups_over_sizes(small_run):
     config = yaml.safe_load((small_run.parent / "small.yaml").read_text())
     config["experiment"] = {"setups": ["cpu-small"], "sizes": [10, 20], "epochs": 1}
     (small_run.parent / "experiment.yaml").write_text(yaml.safe_dump(config))
-    done = snakemake("--configfile", str(small_run.parent / "experiment.yaml"), "experiment")
+    done = snakemake("experiment", "--configfile", str(small_run.parent / "experiment.yaml"))
     assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-3000:])
     table = pd.read_parquet(small_run / "experiment" / "experiment.parquet")
     assert table["n_images"].tolist() == [10, 20]
