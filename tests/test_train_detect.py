@@ -46,7 +46,7 @@ def test_split_is_stratified_and_complete(survey):
     split = stratified_split(table, seed=1)
     together = split["train"] + split["val"] + split["test"]
     assert sorted(together) == sorted(table.images["objid"])
-    assert len(split["train"]) > len(split["val"]) >= 1
+    assert len(split["train"]) > len(split["val"]) >= 1 and len(split["test"]) >= 1
 
 
 def centre_pixels(image, boxes):

@@ -154,6 +154,11 @@ def stratified_split(
         split["val"] += members[:n_val].tolist()
         split["test"] += members[n_val : n_val + n_test].tolist()
         split["train"] += members[n_val + n_test :].tolist()
+    # Small strata round to zero: keep at least one validation and, where asked
+    # for, one test image whenever there are enough images.
+    for name, fraction in (("val", fractions[1]), ("test", fractions[2])):
+        if fraction > 0 and not split[name] and len(split["train"]) > 1:
+            split[name].append(split["train"].pop())
     return split
 
 
