@@ -135,3 +135,14 @@ def galaxy_table() -> pd.DataFrame:
             "psf_fwhm_r": [1.4, 1.4],
         }
     )
+
+
+@pytest.fixture(scope="module")
+def torch_one_thread():
+    """Run a module's torch work on one thread (the CI machine has two cores)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
