@@ -44,10 +44,10 @@ from .constants import LABEL_BOX_FWHM, MERGE_FWHM
 from .cutouts import read_cutout
 from .errors import ClumpcatError, CutoutError, InputError
 from .galaxies import read_galaxies
-from .ledger import LedgerEntry, ok_objids, write_status
+from .ledger import LedgerEntry, pending, read_status, write_status
 from .logs import progress
 from .paths import objid_path
-from .tables import ColumnDoc, read_table, write_table
+from .tables import ColumnDoc, write_table
 
 __all__ = [
     "BASELINE_COLUMNS",
@@ -417,13 +417,8 @@ def run(args: argparse.Namespace) -> int:
     """Run ``clumpcat baseline`` on one shard."""
     galaxies = read_galaxies(args.galaxies)
     objids = galaxies["objid"].tolist()
-    upstream = None
-    todo = objids
-    if args.status_in:
-        upstream = read_table(args.status_in)
-        upstream["objid"] = upstream["objid"].astype(str)
-        ok = set(ok_objids(upstream))
-        todo = [o for o in objids if o in ok]
+    upstream = read_status(args.status_in)
+    todo = pending(objids, upstream)
     bands = tuple(b.strip().lower() for b in args.bands.split(",") if b.strip())
     if not bands:
         raise InputError("--bands must name at least one band, e.g. 'g,r'")

@@ -30,7 +30,7 @@ from PIL import Image
 from .constants import LABELS
 from .engine import autocast
 from .errors import InputError
-from .ledger import LedgerEntry, ok_objids, write_status
+from .ledger import LedgerEntry, pending, read_status, write_status
 from .logs import progress
 from .paths import objid_path
 from .render import RenderGeometry
@@ -227,9 +227,9 @@ def detect_shard(
         torch.set_num_threads(threads)
     table = read_table(render_path)
     table["objid"] = table["objid"].astype(str)
-    upstream = read_table(status_in) if status_in else None
-    objids = upstream["objid"].astype(str).tolist() if upstream is not None else table["objid"].tolist()
-    todo = table[table["objid"].isin(ok_objids(upstream) if upstream is not None else objids)]
+    upstream = read_status(status_in)
+    objids = upstream["objid"].tolist() if upstream is not None else table["objid"].tolist()
+    todo = table[table["objid"].isin(pending(objids, upstream))]
 
     model, meta = load_detector(model_path, device=dev)
     model.eval()

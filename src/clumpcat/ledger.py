@@ -13,7 +13,16 @@ import pandas as pd
 
 from .tables import ColumnDoc
 
-__all__ = ["LedgerEntry", "LEDGER_COLUMNS", "STATUSES", "ledger_frame", "write_status", "ok_objids"]
+__all__ = [
+    "LedgerEntry",
+    "LEDGER_COLUMNS",
+    "STATUSES",
+    "ledger_frame",
+    "write_status",
+    "read_status",
+    "ok_objids",
+    "pending",
+]
 
 STATUSES = ("ok", "no_clumps", "failed")
 
@@ -80,3 +89,22 @@ def write_status(path, objids, entries: list[LedgerEntry], upstream: pd.DataFram
 def ok_objids(status: pd.DataFrame) -> list[str]:
     """Galaxies of a status table that no stage has failed so far."""
     return status.loc[status["status"] == "ok", "objid"].astype(str).tolist()
+
+
+def read_status(path) -> pd.DataFrame | None:
+    """The previous stage's status table with string objids, or None without a path."""
+    if not path:
+        return None
+    from .tables import read_table
+
+    status = read_table(path)
+    return status.assign(objid=status["objid"].astype(str))
+
+
+def pending(objids, status: pd.DataFrame | None) -> list[str]:
+    """The galaxies of ``objids`` (in order) that no earlier stage has failed."""
+    objids = [str(o) for o in objids]
+    if status is None:
+        return objids
+    ok = set(ok_objids(status))
+    return [o for o in objids if o in ok]

@@ -77,7 +77,7 @@ from .cutouts import Cutout, read_cutout
 from .errors import ClumpcatError, CutoutError, InputError
 from .extinction import EBV_SOURCES, clump_ebv, extinction_mags, resolve_ebv_source
 from .galaxies import read_galaxies
-from .ledger import LedgerEntry, ok_objids, write_status
+from .ledger import LedgerEntry, pending, read_status, write_status
 from .logs import progress
 from .paths import objid_path
 from .tables import ColumnDoc, read_table, write_table
@@ -1015,13 +1015,8 @@ def run(args: argparse.Namespace) -> int:
     clumps = read_table(args.clumps)
     if "objid" in clumps.columns:
         clumps["objid"] = clumps["objid"].astype(str)
-    upstream = None
-    if args.status_in:
-        upstream = read_table(args.status_in)
-        upstream["objid"] = upstream["objid"].astype(str)
-        objids = ok_objids(upstream)
-    else:
-        objids = galaxies["objid"].tolist()
+    upstream = read_status(args.status_in)
+    objids = pending(galaxies["objid"], upstream)
     if not Path(args.cutouts).is_dir():
         raise InputError(f"--cutouts {args.cutouts}: no such folder")
     phot, failures = photometry_shard(

@@ -56,7 +56,7 @@ from .constants import HOST_MASK_NSIGMA, LABEL_IDS, LABELS, MERGE_FWHM, NMS_IOU
 from .cutouts import Cutout, read_cutout
 from .errors import CutoutError, InputError
 from .hostmask import in_mask, segment_host
-from .ledger import LedgerEntry, ok_objids, write_status
+from .ledger import LedgerEntry, pending, read_status, write_status
 from .logs import progress
 from .paths import objid_path
 from .tables import ColumnDoc, read_table, write_table
@@ -412,7 +412,7 @@ def postprocess_shard(
     _check_options(score_floor, nms_iou, merge_fwhm, host_mask, linkage)
     _check_detections(detections, "detections table")
     objids = galaxies["objid"].astype(str).tolist()
-    todo = set(ok_objids(status)) if status is not None else set(objids)
+    todo = set(pending(objids, status))
     det = detections.copy()
     det["objid"] = det["objid"].astype(str)
     det["label"] = _labels_as_text(det["label"], "detections table")
@@ -548,9 +548,7 @@ def run(args: argparse.Namespace) -> int:
     _check_options(args.score_floor, args.nms_iou, args.merge_fwhm, mode, args.linkage)
     galaxies = read_galaxies(args.galaxies)
     detections = read_table(args.detections)
-    status = read_table(args.status_in) if args.status_in else None
-    if status is not None:
-        status = status.assign(objid=status["objid"].astype(str))
+    status = read_status(args.status_in)
     clumps, failures = postprocess_shard(
         galaxies,
         detections,

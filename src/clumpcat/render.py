@@ -58,7 +58,7 @@ from .constants import (
 from .cutouts import Cutout, read_cutout
 from .errors import CutoutError, InputError
 from .galaxies import read_galaxies
-from .ledger import LedgerEntry, ok_objids, write_status
+from .ledger import LedgerEntry, pending, read_status, write_status
 from .logs import progress
 from .paths import objid_path
 from .tables import ColumnDoc, read_table, write_table
@@ -649,13 +649,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--truth needs --labels-out (where the label boxes go)")
     galaxies = read_galaxies(args.galaxies)
     shard = galaxies["objid"].tolist()
-    upstream = None
-    todo = shard
-    if args.status_in:
-        upstream = read_table(args.status_in)
-        upstream["objid"] = upstream["objid"].astype(str)
-        ok = set(ok_objids(upstream))
-        todo = [o for o in shard if o in ok]
+    upstream = read_status(args.status_in)
+    todo = pending(shard, upstream)
     truth = read_table(args.truth) if args.truth else None
     table, failures = render_shard(todo, args.cutouts, args.rgb_dir, args.survey, resample=args.resample)
     write_table(table, args.out, RENDER_COLUMNS, {"survey": args.survey, "render_size": str(RENDER_SIZE)})

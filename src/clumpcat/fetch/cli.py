@@ -31,8 +31,8 @@ from pathlib import Path
 
 from ..errors import InputError, NetworkError
 from ..galaxies import read_galaxies
-from ..ledger import ok_objids, write_status
-from ..tables import read_table, write_table
+from ..ledger import pending, read_status, write_status
+from ..tables import write_table
 from .common import INFO_COLUMNS, FetchResult
 from .http import ArchiveRoot, HttpClient, RetryPolicy, find_credentials, host_of, redact_url
 
@@ -147,11 +147,8 @@ def _policy(args) -> RetryPolicy:
 def _shard(args):
     galaxies = read_galaxies(args.galaxies)
     objids = galaxies["objid"].tolist()
-    upstream = None
-    if args.upstream:
-        upstream = read_table(args.upstream)
-        keep = set(ok_objids(upstream))
-        galaxies = galaxies[galaxies["objid"].isin(keep)]
+    upstream = read_status(args.upstream)
+    galaxies = galaxies[galaxies["objid"].isin(pending(objids, upstream))]
     return objids, galaxies, upstream
 
 
