@@ -28,6 +28,7 @@ from astropy.wcs import WCS
 from PIL import Image
 
 from .constants import LABELS
+from .dataset import collate
 from .engine import autocast
 from .errors import InputError
 from .ledger import LedgerEntry, pending, read_status, write_status
@@ -77,10 +78,6 @@ class RenderedImages(torch.utils.data.Dataset):
         return image, self.objids[index], ""
 
 
-def _collate(batch):
-    return tuple(zip(*batch, strict=True))
-
-
 def _cutout_wcs(path: Path) -> WCS:
     """Celestial WCS of a cutout, from its r-band header (the first band if no R)."""
     with fits.open(path, memmap=False) as hdul:
@@ -125,7 +122,7 @@ def detect_images(
         Images that could not be read.
     """
     loader = torch.utils.data.DataLoader(
-        RenderedImages(table), batch_size=batch_size, collate_fn=_collate, num_workers=num_workers,
+        RenderedImages(table), batch_size=batch_size, collate_fn=collate, num_workers=num_workers,
         pin_memory=device.type == "cuda", prefetch_factor=4 if num_workers else None,
     )
     predictions, failures = {}, []

@@ -22,6 +22,14 @@ from scipy.ndimage import map_coordinates
 __all__ = ["reference_grid", "sample_on_grid", "cutout_side_pixels"]
 
 
+def _partial_cutout(image, position: SkyCoord, side: int, wcs: WCS) -> Cutout2D:
+    """A ``side`` x ``side`` float32 cutout, NaN where it leaves the image."""
+    return Cutout2D(
+        np.asarray(image, dtype=np.float32), position, (side, side), wcs=wcs,
+        mode="partial", fill_value=np.nan, copy=True,
+    )
+
+
 def cutout_side_pixels(width_arcsec: float, pixel_scale: float, minimum: int = 16) -> int:
     """Odd number of pixels spanning ``width_arcsec`` (at least ``minimum``)."""
     side = int(np.ceil(width_arcsec / pixel_scale))
@@ -59,15 +67,7 @@ def reference_grid(
     astropy.nddata.NoOverlapError
         If the cutout does not touch the image.
     """
-    cut = Cutout2D(
-        np.asarray(image, dtype=np.float32),
-        position,
-        (side, side),
-        wcs=wcs,
-        mode="partial",
-        fill_value=np.nan,
-        copy=True,
-    )
+    cut = _partial_cutout(image, position, side, wcs)
     inside = np.zeros((side, side), dtype=bool)
     inside[cut.slices_cutout] = True
     return cut.data.astype(np.float32), cut.wcs, float(1.0 - inside.mean())
@@ -99,15 +99,7 @@ def sample_on_grid(
     """
     scale_ratio = float(np.mean(proj_plane_pixel_scales(grid_wcs)) / np.mean(proj_plane_pixel_scales(wcs)))
     pad = int(np.ceil(side * max(scale_ratio, 1.0) * 1.5)) + 4
-    first = Cutout2D(
-        np.asarray(images[0], dtype=np.float32),
-        position,
-        (pad, pad),
-        wcs=wcs,
-        mode="partial",
-        fill_value=np.nan,
-        copy=True,
-    )
+    first = _partial_cutout(images[0], position, pad, wcs)
     yy, xx = np.mgrid[0:side, 0:side]
     sky = grid_wcs.pixel_to_world(xx.ravel(), yy.ravel())
     bx, by = first.wcs.world_to_pixel(sky)
@@ -117,15 +109,7 @@ def sample_on_grid(
         sub = (
             first.data
             if k == 0
-            else Cutout2D(
-                np.asarray(image, dtype=np.float32),
-                position,
-                (pad, pad),
-                wcs=wcs,
-                mode="partial",
-                fill_value=np.nan,
-                copy=True,
-            ).data
+            else _partial_cutout(image, position, pad, wcs).data
         )
         sampled = map_coordinates(
             np.asarray(sub, dtype=np.float64), coords, order=1, mode="constant", cval=np.nan, prefilter=False
