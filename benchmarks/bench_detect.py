@@ -19,15 +19,15 @@ import time
 import pandas as pd
 import torch
 
-from clumpcat.detect import RenderedImages, detect_images
-from clumpcat.engine import autocast
-from clumpcat.model import build_detector
+from clumpcat.detection.engine import autocast
+from clumpcat.detection.inference import RenderedImages, detect_images
+from clumpcat.detection.model import build_detector
 from clumpcat.tables import read_table
 
 
 def _model(args, device):
     if args.model:
-        from clumpcat.weights import load_detector
+        from clumpcat.detection.checkpoint import load_detector
 
         model, _meta = load_detector(args.model, device=device)
     else:

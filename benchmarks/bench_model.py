@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from clumpcat.model import build_detector
+from clumpcat.detection.model import build_detector
 
 #: Candidate CPU presets compared when choosing ``cpu-small`` (overrides of it).
 CANDIDATES: dict[str, tuple[str, dict]] = {
@@ -95,7 +95,7 @@ def measure(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--setups", nargs="+", default=list(CANDIDATES),
-                        help="candidate names of CANDIDATES or set-up names of clumpcat.model.SETUPS")
+                        help="candidate names of CANDIDATES or set-up names of clumpcat.detection.model.SETUPS")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--size", type=int, default=200, help="side of the square crops in pixels")

@@ -43,8 +43,8 @@ import numpy as np
 import pandas as pd
 
 from clumpcat.constants import SDSS_BANDS
-from clumpcat.cutouts import write_cutout
-from clumpcat.photometry import BACKGROUND_METHODS, PhotometrySettings, photometry_shard
+from clumpcat.photometry.apertures import BACKGROUND_METHODS, PhotometrySettings, photometry_shard
+from clumpcat.survey.cutouts import write_cutout
 
 HERE = Path(__file__).resolve().parent
 
@@ -150,7 +150,7 @@ def _report(data: pd.DataFrame, sel: pd.Series, flux_true: str, mag_intrinsic: s
 
 def _survey(args) -> int:
     from clumpcat.constants import EXTINCTION_R
-    from clumpcat.galaxies import read_galaxies
+    from clumpcat.survey.galaxies import read_galaxies
 
     galaxies = read_galaxies(args.survey / "galaxies.parquet")
     truth = pd.read_parquet(args.survey / "truth.parquet")

@@ -1,4 +1,4 @@
-"""Benchmark ``clumpcat.render``: galaxies per second and peak memory.
+"""Benchmark ``clumpcat.render.rgb``: galaxies per second and peak memory.
 
 Writes ``--n`` synthetic SDSS-like cutouts (exponential disc + point sources +
 noise, 5 bands) to a temporary folder, then times :func:`render_shard` over
@@ -22,8 +22,8 @@ import numpy as np
 from astropy.wcs import WCS
 
 from clumpcat.constants import HSC_BANDS, HSC_PIXEL_SCALE, SDSS_BANDS, SDSS_PIXEL_SCALE
-from clumpcat.cutouts import Cutout, write_cutout
-from clumpcat.render import render_shard
+from clumpcat.render.rgb import render_shard
+from clumpcat.survey.cutouts import Cutout, write_cutout
 
 __all__ = ["make_cutouts", "main"]
 

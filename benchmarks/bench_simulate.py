@@ -19,11 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from clumpcat.cutouts import read_cutout, write_cutout
-from clumpcat.galaxies import validate_galaxies
-from clumpcat.inject import inject_survey
 from clumpcat.paths import objid_path
-from clumpcat.simulate.survey import draw_galaxy, render_galaxy, simulate_survey
+from clumpcat.survey.cutouts import read_cutout, write_cutout
+from clumpcat.survey.galaxies import validate_galaxies
+from clumpcat.survey.inject import inject_survey
+from clumpcat.survey.simulate.survey import draw_galaxy, render_galaxy, simulate_survey
 
 __all__ = ["main"]
 

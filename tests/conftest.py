@@ -1,6 +1,6 @@
 """Shared test fixtures: tiny synthetic cutouts and galaxy tables.
 
-``synthetic_cutout`` builds an in-memory :class:`clumpcat.cutouts.Cutout`
+``synthetic_cutout`` builds an in-memory :class:`clumpcat.survey.cutouts.Cutout`
 (exponential disc + Gaussian point sources + Gaussian noise, TAN WCS, IVAR);
 the fixtures below wrap it. Keep everything small: tests must run in seconds.
 """
@@ -16,7 +16,7 @@ import pytest
 from astropy.wcs import WCS
 
 from clumpcat.constants import SDSS_BANDS, SDSS_PIXEL_SCALE
-from clumpcat.cutouts import Cutout, write_cutout
+from clumpcat.survey.cutouts import Cutout, write_cutout
 
 #: Per-band disc flux (nanomaggies) of the default test galaxy: bluer bands fainter.
 DISC_FLUX = {"u": 20.0, "g": 45.0, "r": 70.0, "i": 90.0, "z": 100.0, "y": 105.0}

@@ -1,4 +1,4 @@
-"""Tests of clumpcat.baseline, the classical peak finder."""
+"""Tests of clumpcat.evaluation.baseline, the classical peak finder."""
 
 import numpy as np
 import pandas as pd
@@ -6,14 +6,14 @@ import pytest
 from astropy.wcs import WCS
 from scipy import ndimage
 
-from clumpcat.baseline import (
+from clumpcat.errors import InputError
+from clumpcat.evaluation.baseline import (
     baseline_cutout,
     find_clump_peaks,
     significance_to_score,
 )
-from clumpcat.cutouts import Cutout
-from clumpcat.errors import InputError
 from clumpcat.matching import completeness_purity
+from clumpcat.survey.cutouts import Cutout
 
 FWHM = 4.0
 N = 121
@@ -109,8 +109,8 @@ def test_bad_inputs():
 
 def test_cli_runs_a_shard_and_records_failures(tmp_path):
     from clumpcat.cli import main
-    from clumpcat.cutouts import write_cutout
     from clumpcat.ledger import LedgerEntry, ledger_frame
+    from clumpcat.survey.cutouts import write_cutout
     from clumpcat.tables import read_table, write_table
 
     image, _ = _disc(np.random.default_rng(7))

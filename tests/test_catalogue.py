@@ -1,4 +1,4 @@
-"""Tests of clumpcat.catalogue and clumpcat.datamodel: merge, FITS, ledger."""
+"""Tests of clumpcat.catalogue.writer and clumpcat.catalogue.datamodel: merge, FITS, ledger."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from astropy.io import fits
 from astropy.table import Table
 
 from clumpcat import cli
-from clumpcat.catalogue import (
+from clumpcat.catalogue.datamodel import DATAMODEL_PATH, load_datamodel
+from clumpcat.catalogue.writer import (
     build_catalogue,
     catalogue_rows,
     find_shards,
@@ -18,11 +19,15 @@ from clumpcat.catalogue import (
     write_fits_catalogue,
 )
 from clumpcat.constants import EXTINCTION_R, NANOMAGGY_JY, SDSS_BANDS
-from clumpcat.cutouts import write_cutout
-from clumpcat.datamodel import DATAMODEL_PATH, load_datamodel
 from clumpcat.errors import InputError
 from clumpcat.ledger import LedgerEntry, write_status
-from clumpcat.photometry import PhotometrySettings, photometry_columns, photometry_metadata, photometry_shard
+from clumpcat.photometry.apertures import (
+    PhotometrySettings,
+    photometry_columns,
+    photometry_metadata,
+    photometry_shard,
+)
+from clumpcat.survey.cutouts import write_cutout
 from clumpcat.tables import field_metadata, write_table
 
 

@@ -8,9 +8,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from clumpcat.cli import main
-from clumpcat.crossmatch import crossmatch_hsc, processed_objids
 from clumpcat.errors import InputError
-from clumpcat.galaxies import validate_galaxies
+from clumpcat.survey.crossmatch import crossmatch_hsc, processed_objids
+from clumpcat.survey.galaxies import validate_galaxies
 from clumpcat.tables import field_metadata, read_table
 
 ARCSEC = 1.0 / 3600.0

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from clumpcat.cutouts import read_cutout, write_cutout
 from clumpcat.errors import CutoutError
+from clumpcat.survey.cutouts import read_cutout, write_cutout
 
 from .conftest import synthetic_cutout
 

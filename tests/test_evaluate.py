@@ -1,4 +1,4 @@
-"""Tests of clumpcat.evaluate: metrics.json, tables and the selection function."""
+"""Tests of clumpcat.evaluation.evaluate: metrics.json, tables and the selection function."""
 
 import json
 
@@ -8,7 +8,7 @@ import pytest
 
 from clumpcat.cli import main
 from clumpcat.errors import InputError
-from clumpcat.evaluate import evaluate_run, selection_function, truth_boxes
+from clumpcat.evaluation.evaluate import evaluate_run, selection_function, truth_boxes
 from clumpcat.tables import read_table, write_table
 
 FWHM = 4.0

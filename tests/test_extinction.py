@@ -1,4 +1,4 @@
-"""Tests of clumpcat.extinction on small SFD-format maps built here.
+"""Tests of clumpcat.photometry.extinction on small SFD-format maps built here.
 
 The maps are Lambert zenithal-equal-area hemispheres in the SFD (1998)
 layout; their values are linear in the pixel coordinates, so bilinear
@@ -17,7 +17,7 @@ from astropy.io import fits
 
 from clumpcat.constants import EXTINCTION_R, SDSS_BANDS
 from clumpcat.errors import InputError
-from clumpcat.extinction import (
+from clumpcat.photometry.extinction import (
     clump_ebv,
     extinction_mags,
     resolve_ebv_source,

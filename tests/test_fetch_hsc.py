@@ -13,9 +13,9 @@ from astropy.wcs import WCS
 
 from clumpcat.cli import main
 from clumpcat.constants import HSC_BANDS
-from clumpcat.cutouts import read_cutout
-from clumpcat.fetch.hsc import COUNTS_TO_NANOMAGGY, fetch_hsc, psf_fwhm_from_image
-from clumpcat.fetch.http import HttpClient, RetryPolicy, find_credentials
+from clumpcat.survey.cutouts import read_cutout
+from clumpcat.survey.fetch.hsc import COUNTS_TO_NANOMAGGY, fetch_hsc, psf_fwhm_from_image
+from clumpcat.survey.fetch.http import HttpClient, RetryPolicy, find_credentials
 from clumpcat.tables import read_table
 from tests.servers import ArchiveServer
 

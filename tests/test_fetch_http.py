@@ -8,7 +8,7 @@ import time
 import pytest
 
 from clumpcat.errors import InputError
-from clumpcat.fetch.http import (
+from clumpcat.survey.fetch.http import (
     ArchiveRoot,
     CorruptFileError,
     HttpClient,

@@ -20,9 +20,9 @@ from astropy.wcs import WCS
 
 from clumpcat.cli import main
 from clumpcat.constants import SDSS_BANDS
-from clumpcat.cutouts import read_cutout
-from clumpcat.fetch.http import ArchiveRoot, HttpClient, RetryPolicy
-from clumpcat.fetch.sdss import (
+from clumpcat.survey.cutouts import read_cutout
+from clumpcat.survey.fetch.http import ArchiveRoot, HttpClient, RetryPolicy
+from clumpcat.survey.fetch.sdss import (
     fetch_sdss,
     frame_path,
     psfield_path,

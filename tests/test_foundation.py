@@ -5,12 +5,12 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from clumpcat.catalogue.merge import merge_parquet
 from clumpcat.errors import InputError
 from clumpcat.ledger import LedgerEntry, ok_objids, write_status
-from clumpcat.merge import merge_parquet
 from clumpcat.paths import objid_path
+from clumpcat.survey.validate import split_galaxies
 from clumpcat.tables import field_metadata, read_table, write_table
-from clumpcat.validate_cli import split_galaxies
 
 
 def test_objid_path_stays_inside_folder(tmp_path):

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from clumpcat.errors import InputError
-from clumpcat.galaxies import read_galaxies, validate_galaxies
+from clumpcat.survey.galaxies import read_galaxies, validate_galaxies
 
 
 def table(**overrides):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from clumpcat.errors import ClumpcatWarning
-from clumpcat.hostmask import (
+from clumpcat.postprocess.hostmask import (
     clump_exclusion_mask,
     host_galaxy_mask,
     host_segment_id,

@@ -8,13 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clumpcat import inject
 from clumpcat.cli import main
 from clumpcat.constants import EXTINCTION_R, HSC_BANDS, SDSS_BANDS
 from clumpcat.errors import InputError
-from clumpcat.hostmask import host_galaxy_mask
-from clumpcat.simulate import observe
-from clumpcat.simulate.truth import TRUTH_COLUMNS
+from clumpcat.postprocess.hostmask import host_galaxy_mask
+from clumpcat.survey import inject
+from clumpcat.survey.simulate import observe
+from clumpcat.survey.simulate.truth import TRUTH_COLUMNS
 
 BIG_DISC = {"u": 60.0, "g": 150.0, "r": 250.0, "i": 300.0, "z": 320.0, "y": 330.0}
 

@@ -1,4 +1,4 @@
-"""Tests of clumpcat.labels: truth boxes, Clump Scout label tables, crops."""
+"""Tests of clumpcat.render.labels: truth boxes, Clump Scout label tables, crops."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from clumpcat.constants import LABEL_BOX_FWHM
 from clumpcat.errors import InputError
-from clumpcat.labels import (
+from clumpcat.geometry import RenderGeometry, box_centres
+from clumpcat.render.labels import (
     LABEL_COLUMNS,
     crop_box_array,
     crop_boxes,
@@ -18,7 +19,6 @@ from clumpcat.labels import (
     truth_boxes,
     validate_clump_scout_labels,
 )
-from clumpcat.render import RenderGeometry, box_centres
 
 
 def _truth(**overrides):

@@ -1,4 +1,4 @@
-"""Tests of clumpcat.model: the Table 2 set-ups, the paper's model and cpu-small."""
+"""Tests of clumpcat.detection.model: the Table 2 set-ups, the paper's model and cpu-small."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torchvision
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
-from clumpcat.model import (
+from clumpcat.detection.model import (
     SETUPS,
     TABLE2_SETUPS,
     DetectorConfig,

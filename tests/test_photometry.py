@@ -1,8 +1,8 @@
-"""Tests of clumpcat.photometry and clumpcat.aperture_correction (App. E).
+"""Tests of clumpcat.photometry.apertures and clumpcat.photometry.aperture_correction (App. E).
 
 Two accuracy tests check the flux recovery and pulls of issue item 6: one on
 a small set of the project's simulator (Moffat PSF, discs with bulges, arms
-and bars, background galaxies; ``clumpcat.simulate``), one on simple
+and bars, background galaxies; ``clumpcat.survey.simulate``), one on simple
 synthetic galaxies: exponential discs with pixel-integrated Gaussian-PSF
 point sources of known ugriz flux, noise drawn from the IVAR planes.
 ``make_synthetic_galaxy`` is reused by ``benchmarks/bench_photometry.py``.
@@ -16,16 +16,15 @@ import pytest
 from astropy.wcs import WCS
 from scipy.special import erf
 
-from clumpcat.aperture_correction import (
+from clumpcat.constants import APERTURE_RADIUS_FWHM, EXTINCTION_R, NANOMAGGY_JY, SDSS_BANDS, SDSS_PIXEL_SCALE
+from clumpcat.errors import InputError
+from clumpcat.photometry.aperture_correction import (
     aperture_correction,
     encircled_energy,
     gaussian_aperture_correction,
     moffat_aperture_correction,
 )
-from clumpcat.constants import APERTURE_RADIUS_FWHM, EXTINCTION_R, NANOMAGGY_JY, SDSS_BANDS, SDSS_PIXEL_SCALE
-from clumpcat.cutouts import Cutout, write_cutout
-from clumpcat.errors import InputError
-from clumpcat.photometry import (
+from clumpcat.photometry.apertures import (
     PHOT_FLAGS,
     PhotometrySettings,
     add_magnitudes,
@@ -34,6 +33,7 @@ from clumpcat.photometry import (
     photometry_columns,
     photometry_shard,
 )
+from clumpcat.survey.cutouts import Cutout, write_cutout
 
 #: Per-band PSF FWHM in arcsec (SDSS-like: u and z broader).
 FWHM = {"u": 1.6, "g": 1.45, "r": 1.35, "i": 1.3, "z": 1.4}
@@ -192,7 +192,7 @@ def test_annulus_aware_correction():
 
 def test_moffat_point_source_recovered():
     """A Moffat PSF measured with the Moffat correction (mean background)."""
-    from clumpcat.aperture_correction import MOFFAT_BETA
+    from clumpcat.photometry.aperture_correction import MOFFAT_BETA
 
     fwhm = 8.0  # well sampled
     yy, xx = np.mgrid[:121, :121]
@@ -444,8 +444,8 @@ def _simulator_set(seed: int, n_gal: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     to the truth, and whether each clump is isolated (no other truth source
     within 4 r-band FWHM).
     """
-    from clumpcat.hostmask import host_galaxy_mask
-    from clumpcat.simulate.survey import draw_galaxy, render_galaxy
+    from clumpcat.postprocess.hostmask import host_galaxy_mask
+    from clumpcat.survey.simulate.survey import draw_galaxy, render_galaxy
 
     settings = PhotometrySettings(correction="moffat")
     parts = []
@@ -568,7 +568,7 @@ def test_cli_writes_photometry_and_status(tmp_path, monkeypatch):
         galaxies["objid"],
         [LedgerEntry("gal1", "failed", "render", "cutout is all NaN")],
     )
-    monkeypatch.setattr("clumpcat.photometry._default_host_mask_fn", lambda: _box_host_mask)
+    monkeypatch.setattr("clumpcat.photometry.apertures._default_host_mask_fn", lambda: _box_host_mask)
     rc = cli.main(
         [
             "photometry",

@@ -1,4 +1,4 @@
-"""Tests of clumpcat.plots: files are made and figures show the right data."""
+"""Tests of clumpcat.evaluation.plots: files are made and figures show the right data."""
 
 import json
 
@@ -10,8 +10,8 @@ from matplotlib.image import imsave
 
 from clumpcat.cli import main
 from clumpcat.errors import InputError
-from clumpcat.evaluate import evaluate_run, truth_boxes
-from clumpcat.plots import (
+from clumpcat.evaluation.evaluate import evaluate_run, truth_boxes
+from clumpcat.evaluation.plots import (
     plot_colour_colour,
     plot_completeness_purity,
     plot_flux_ratio,

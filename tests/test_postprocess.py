@@ -10,10 +10,9 @@ from astropy.wcs import WCS
 
 from clumpcat.cli import main
 from clumpcat.constants import SDSS_PIXEL_SCALE
-from clumpcat.cutouts import Cutout, read_cutout, write_cutout
 from clumpcat.errors import InputError
 from clumpcat.ledger import write_status
-from clumpcat.postprocess import (
+from clumpcat.postprocess.clumps import (
     CLUMP_COLUMNS,
     apply_host_mask,
     empty_clumps,
@@ -22,6 +21,7 @@ from clumpcat.postprocess import (
     postprocess_galaxy,
     postprocess_shard,
 )
+from clumpcat.survey.cutouts import Cutout, read_cutout, write_cutout
 
 N = 120
 FWHM_ARCSEC = 1.4

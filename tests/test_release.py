@@ -1,4 +1,4 @@
-"""Tests of clumpcat.release: README from the data model, provenance, checksums."""
+"""Tests of clumpcat.catalogue.release: README from the data model, provenance, checksums."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from clumpcat import cli
-from clumpcat.datamodel import load_datamodel
+from clumpcat.catalogue.datamodel import load_datamodel
+from clumpcat.catalogue.release import make_release, release_readme, sha256_file, write_hats, write_sha256sums
 from clumpcat.errors import InputError
-from clumpcat.release import make_release, release_readme, sha256_file, write_hats, write_sha256sums
 
 
 def _load(name: str):

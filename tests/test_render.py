@@ -1,4 +1,4 @@
-"""Tests of clumpcat.render: composites, geometry, the shard driver and CLI."""
+"""Tests of clumpcat.render.rgb: composites, geometry, the shard driver and CLI."""
 
 from __future__ import annotations
 
@@ -12,13 +12,11 @@ from PIL import Image
 
 from clumpcat.cli import main
 from clumpcat.constants import HSC_BANDS, HSC_PIXEL_SCALE, LABEL_BOX_FWHM, RENDER_SIZE
-from clumpcat.render import (
+from clumpcat.geometry import RenderGeometry, box_centres, boxes_around
+from clumpcat.render.rgb import (
     HSC_ASINH_MAXIMUM,
     HSC_ASINH_SOFTENING,
-    RenderGeometry,
     asinh_rgb,
-    box_centres,
-    boxes_around,
     lupton_rgb,
     render_cutout,
     render_shard,
@@ -267,7 +265,7 @@ def test_same_input_same_png_bytes(tmp_path, cutout_dir):
 
 
 def test_missing_band_becomes_failed_row(tmp_path, make_cutout):
-    from clumpcat.cutouts import write_cutout
+    from clumpcat.survey.cutouts import write_cutout
 
     write_cutout(tmp_path / "c" / "gal0.fits", make_cutout("gal0", bands=("u", "g", "r", "z")))
     table, failures = render_shard(["gal0", "gal9"], tmp_path / "c", tmp_path / "rgb", "sdss")

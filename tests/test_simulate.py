@@ -13,22 +13,22 @@ from astropy.io import fits
 
 from clumpcat.cli import main
 from clumpcat.constants import EXTINCTION_R, SDSS_BANDS, SDSS_PIXEL_SCALE
-from clumpcat.cutouts import read_cutout
 from clumpcat.errors import InputError
-from clumpcat.galaxies import read_galaxies
 from clumpcat.paths import OBJID_PATTERN
-from clumpcat.simulate import cli as sim_cli
-from clumpcat.simulate import observe
-from clumpcat.simulate.hosts import cutout_side
-from clumpcat.simulate.sources import LOG_FLUX_RATIO_RANGE, Source, centre_distance_render_px
-from clumpcat.simulate.survey import (
+from clumpcat.survey.cutouts import read_cutout
+from clumpcat.survey.galaxies import read_galaxies
+from clumpcat.survey.simulate import cli as sim_cli
+from clumpcat.survey.simulate import observe
+from clumpcat.survey.simulate.hosts import cutout_side
+from clumpcat.survey.simulate.sources import LOG_FLUX_RATIO_RANGE, Source, centre_distance_render_px
+from clumpcat.survey.simulate.survey import (
     GALAXY_TABLE_COLUMNS,
     draw_galaxy,
     render_galaxy,
     sim_objid,
     source_fluxes,
 )
-from clumpcat.simulate.truth import TRUTH_COLUMNS
+from clumpcat.survey.simulate.truth import TRUTH_COLUMNS
 from clumpcat.tables import field_metadata
 
 

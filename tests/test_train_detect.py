@@ -12,16 +12,16 @@ import pandas as pd
 import pytest
 import torch
 
-from clumpcat.dataset import CropDataset, load_training_table, stratified_split
-from clumpcat.detect import detect_shard
+from clumpcat.detection.checkpoint import load_detector
+from clumpcat.detection.data import CropDataset, load_training_table, stratified_split
+from clumpcat.detection.inference import detect_shard
+from clumpcat.detection.training import train_detector
 from clumpcat.errors import InputError
-from clumpcat.labels import truth_boxes
 from clumpcat.ledger import LedgerEntry, write_status
-from clumpcat.render import geometries, render_shard
-from clumpcat.simulate.survey import simulate_survey
+from clumpcat.render.labels import truth_boxes
+from clumpcat.render.rgb import geometries, render_shard
+from clumpcat.survey.simulate.survey import simulate_survey
 from clumpcat.tables import read_table
-from clumpcat.train import train_detector
-from clumpcat.weights import load_detector
 
 pytestmark = pytest.mark.xdist_group("torch")
 
@@ -137,7 +137,7 @@ def test_detect_maps_boxes_to_the_cutout_and_sky(survey, trained, tmp_path):
     assert len(status) == len(render)
     assert status.set_index("objid").loc[bad, "reason"] == "broken for the test"
     if len(detections):
-        from clumpcat.cutouts import read_cutout
+        from clumpcat.survey.cutouts import read_cutout
 
         row = detections.iloc[0]
         cutout = read_cutout(survey / "cutouts" / f"{row.objid}.fits")
@@ -148,8 +148,8 @@ def test_detect_maps_boxes_to_the_cutout_and_sky(survey, trained, tmp_path):
 
 
 def test_rendered_boxes_map_back_to_cutout_pixels_and_sky():
-    from clumpcat.detect import to_cutout_frame
-    from clumpcat.render import RenderGeometry, boxes_around
+    from clumpcat.detection.inference import to_cutout_frame
+    from clumpcat.geometry import RenderGeometry, boxes_around
 
     from .conftest import tan_wcs
 

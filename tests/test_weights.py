@@ -1,4 +1,4 @@
-"""Tests of clumpcat.weights: file formats, mapping onto backbones, checkpoints, downloads."""
+"""Tests of clumpcat.detection.weights: file formats, mapping onto backbones, checkpoints, downloads."""
 
 from __future__ import annotations
 
@@ -16,21 +16,19 @@ import torchvision
 from safetensors.torch import save_file
 from torch import nn
 
-from clumpcat import weights
 from clumpcat.cli import main as cli_main
-from clumpcat.errors import InputError, NetworkError
-from clumpcat.model import build_detector
-from clumpcat.weights import (
+from clumpcat.detection import weights
+from clumpcat.detection.checkpoint import load_detector, load_paper_detector, save_detector
+from clumpcat.detection.model import build_detector
+from clumpcat.detection.weights import (
     ChecksumError,
     WeightsSource,
     fetch_weights,
     load_backbone_weights,
-    load_detector,
     load_imagenet_resnet50,
-    load_paper_detector,
     load_zoobot_encoder,
-    save_detector,
 )
+from clumpcat.errors import InputError, NetworkError
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 

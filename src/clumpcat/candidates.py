@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .constants import LABELS, MERGE_FWHM, NMS_IOU
+from clumpcat.constants import LABELS, MERGE_FWHM, NMS_IOU
 
 __all__ = ["LINKAGES", "MergedCandidates", "merge_within_fwhm", "nms_across_labels"]
 

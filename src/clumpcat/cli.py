@@ -12,31 +12,31 @@ import importlib
 import logging
 import sys
 
-from . import __version__
-from .errors import ClumpcatError
-from .logs import setup_logging
+from clumpcat import __version__
+from clumpcat.errors import ClumpcatError
+from clumpcat.logs import setup_logging
 
 __all__ = ["SUBCOMMANDS", "main"]
 
 #: subcommand -> (module, one-line help). Order is the pipeline's order.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "validate": ("clumpcat.validate_cli", "check a galaxy table and split it into shards"),
-    "simulate": ("clumpcat.simulate", "make a synthetic SDSS-like survey with truth"),
-    "inject": ("clumpcat.inject", "inject synthetic clumps into existing cutouts"),
-    "fetch": ("clumpcat.fetch.cli", "download SDSS or HSC cutouts"),
-    "crossmatch": ("clumpcat.crossmatch", "match a new HSC table against processed galaxies"),
-    "render": ("clumpcat.render", "render cutouts as 400x400 RGB PNGs with label boxes"),
-    "weights": ("clumpcat.weights", "fetch or locate backbone and detector weights"),
-    "train": ("clumpcat.train", "train a Faster R-CNN clump detector"),
-    "detect": ("clumpcat.detect", "run a trained detector over rendered images"),
-    "postprocess": ("clumpcat.postprocess", "NMS, merge within the PSF FWHM, host mask"),
-    "photometry": ("clumpcat.photometry", "ugriz aperture photometry of clumps"),
-    "catalogue": ("clumpcat.catalogue", "merge shards into the released catalogue"),
-    "baseline": ("clumpcat.baseline", "classical peak-finder detections, for comparison"),
-    "evaluate": ("clumpcat.evaluate", "completeness, purity and COCO metrics against truth"),
-    "plots": ("clumpcat.plots", "figures for the report"),
-    "experiment": ("clumpcat.experiment", "compare set-ups over training-set sizes (App. C)"),
-    "merge": ("clumpcat.merge", "concatenate per-shard tables, streaming"),
+    "validate": ("clumpcat.survey.validate", "check a galaxy table and split it into shards"),
+    "simulate": ("clumpcat.survey.simulate", "make a synthetic SDSS-like survey with truth"),
+    "inject": ("clumpcat.survey.inject", "inject synthetic clumps into existing cutouts"),
+    "fetch": ("clumpcat.survey.fetch.cli", "download SDSS or HSC cutouts"),
+    "crossmatch": ("clumpcat.survey.crossmatch", "match a new HSC table against processed galaxies"),
+    "render": ("clumpcat.render.rgb", "render cutouts as 400x400 RGB PNGs with label boxes"),
+    "weights": ("clumpcat.detection.weights", "fetch or locate backbone and detector weights"),
+    "train": ("clumpcat.detection.training", "train a Faster R-CNN clump detector"),
+    "detect": ("clumpcat.detection.inference", "run a trained detector over rendered images"),
+    "postprocess": ("clumpcat.postprocess.clumps", "NMS, merge within the PSF FWHM, host mask"),
+    "photometry": ("clumpcat.photometry.apertures", "ugriz aperture photometry of clumps"),
+    "catalogue": ("clumpcat.catalogue.writer", "merge shards into the released catalogue"),
+    "baseline": ("clumpcat.evaluation.baseline", "classical peak-finder detections, for comparison"),
+    "evaluate": ("clumpcat.evaluation.evaluate", "completeness, purity and COCO metrics against truth"),
+    "plots": ("clumpcat.evaluation.plots", "figures for the report"),
+    "experiment": ("clumpcat.detection.experiment", "compare set-ups over training-set sizes (App. C)"),
+    "merge": ("clumpcat.catalogue.merge", "concatenate per-shard tables, streaming"),
 }
 
 

@@ -21,8 +21,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .constants import LABEL_IDS, LABELS
-from .errors import InputError
+from clumpcat.constants import LABEL_IDS, LABELS
+from clumpcat.errors import InputError
 
 __all__ = ["coco_ap_ar", "f1_score"]
 

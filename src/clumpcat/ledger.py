@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 
 import pandas as pd
 
-from .tables import ColumnDoc
+from clumpcat.tables import ColumnDoc
 
 __all__ = [
     "LedgerEntry",
@@ -73,7 +73,7 @@ def write_status(path, objids, entries: list[LedgerEntry], upstream: pd.DataFram
     pandas.DataFrame
         The table written.
     """
-    from .tables import write_table
+    from clumpcat.tables import write_table
 
     failed = {e.objid: e for e in entries}
     if upstream is not None:
@@ -95,7 +95,7 @@ def read_status(path) -> pd.DataFrame | None:
     """The previous stage's status table with string objids, or None without a path."""
     if not path:
         return None
-    from .tables import read_table
+    from clumpcat.tables import read_table
 
     status = read_table(path)
     return status.assign(objid=status["objid"].astype(str))

@@ -26,8 +26,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .constants import LABELS, MATCH_FWHM
-from .errors import InputError
+from clumpcat.constants import LABELS, MATCH_FWHM
+from clumpcat.errors import InputError
 
 __all__ = [
     "DEFAULT_THRESHOLDS",

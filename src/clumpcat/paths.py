@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from .errors import InputError
+from clumpcat.errors import InputError
 
 __all__ = ["OBJID_PATTERN", "check_objid", "objid_path"]
 

@@ -13,7 +13,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import InputError
+from clumpcat.errors import InputError
 
 __all__ = ["read_table", "write_table", "field_metadata", "ColumnDoc"]
 

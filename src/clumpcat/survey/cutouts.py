@@ -1,0 +1,186 @@
+"""The cutout contract: ``cutouts/{objid}.fits`` (DESIGN.md).
+
+Primary HDU empty; one image HDU per band with ``EXTNAME`` the upper-case band
+letter, pixels in nanomaggies (``BUNIT = 'nanomaggy'``), a celestial WCS and
+``PSF_FWHM`` in arcsec; optional ``IVAR_<BAND>`` HDUs with the inverse
+variance in nanomaggy^-2. Anyone can bring their own cutouts in this form.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+from astropy.utils.exceptions import AstropyWarning
+from astropy.wcs import WCS
+from astropy.wcs.utils import proj_plane_pixel_scales
+
+from clumpcat.errors import CutoutError
+
+__all__ = ["Cutout", "read_cutout", "write_cutout"]
+
+
+@dataclass
+class Cutout:
+    """A multi-band galaxy cutout in nanomaggies.
+
+    Attributes
+    ----------
+    objid : str
+        Galaxy identifier.
+    images : dict of str to ndarray
+        Band letter (lower case) to a 2-D float32 image in nanomaggies.
+    wcs : astropy.wcs.WCS
+        Celestial WCS shared by every band.
+    psf_fwhm : dict of str to float
+        Band to PSF FWHM in arcsec.
+    ivar : dict of str to ndarray
+        Band to inverse-variance image in nanomaggy^-2 (may be empty).
+    """
+
+    objid: str
+    images: dict[str, np.ndarray]
+    wcs: WCS
+    psf_fwhm: dict[str, float]
+    ivar: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def bands(self) -> tuple[str, ...]:
+        """Bands present, in file order."""
+        return tuple(self.images)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """Image shape ``(ny, nx)``."""
+        return next(iter(self.images.values())).shape
+
+    @property
+    def pixel_scale(self) -> float:
+        """Mean pixel scale in arcsec per pixel, from the WCS."""
+        return float(np.mean(proj_plane_pixel_scales(self.wcs)) * 3600.0)
+
+    def fwhm_pixels(self, band: str) -> float:
+        """PSF FWHM of ``band`` in pixels of this cutout."""
+        return self.psf_fwhm[band] / self.pixel_scale
+
+
+def write_cutout(path: str | Path, cutout: Cutout) -> Path:
+    """Write a cutout in the contract's layout, atomically.
+
+    Parameters
+    ----------
+    path : str or Path
+        Destination FITS file; written to a temporary name and renamed.
+    cutout : Cutout
+        The data to write.
+
+    Returns
+    -------
+    Path
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = cutout.wcs.to_header()
+    primary = fits.PrimaryHDU()
+    primary.header["OBJID"] = (str(cutout.objid), "galaxy identifier")
+    hdus = [primary]
+    for band, image in cutout.images.items():
+        hdu = fits.ImageHDU(np.asarray(image, dtype=np.float32), header=header, name=band.upper())
+        hdu.header["BUNIT"] = "nanomaggy"
+        hdu.header["PSF_FWHM"] = (float(cutout.psf_fwhm[band]), "[arcsec] PSF FWHM")
+        hdu.header["FILTER"] = band
+        hdus.append(hdu)
+    for band, ivar in cutout.ivar.items():
+        hdu = fits.ImageHDU(np.asarray(ivar, dtype=np.float32), header=header, name=f"IVAR_{band.upper()}")
+        hdu.header["BUNIT"] = "nanomaggy-2"
+        hdus.append(hdu)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fits.HDUList(hdus).writeto(tmp, overwrite=True)
+    tmp.replace(path)
+    return path
+
+
+def read_cutout(path: str | Path, bands: tuple[str, ...] | None = None) -> Cutout:
+    """Read and check a cutout file.
+
+    Parameters
+    ----------
+    path : str or Path
+        ``{objid}.fits`` in the contract's layout.
+    bands : tuple of str, optional
+        Bands that must be present (lower case). Default: all image HDUs.
+
+    Returns
+    -------
+    Cutout
+        With ``objid`` taken from the file name.
+
+    Raises
+    ------
+    CutoutError
+        Naming the file and the band if the file is missing, unreadable or
+        truncated; a required band is absent; a band lacks ``PSF_FWHM`` or a
+        celestial WCS; a band is all NaN; or bands differ in shape.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CutoutError(path, "file not found")
+    hdul = None
+    try:
+        with warnings.catch_warnings():
+            # astropy only warns about a truncated file; a truncated cutout is broken.
+            warnings.simplefilter("error", AstropyWarning)
+            hdul = fits.open(path, memmap=False)
+            hdul.verify("silentfix")
+            _ = [hdu.data for hdu in hdul]
+        with hdul:
+            found = {}
+            ivar = {}
+            for hdu in hdul[1:]:
+                name = (hdu.name or "").upper()
+                if hdu.data is None:
+                    continue
+                if name.startswith("IVAR_"):
+                    ivar[name[5:].lower()] = (np.asarray(hdu.data, dtype=np.float32), hdu.header)
+                elif len(name) == 1:
+                    found[name.lower()] = (np.asarray(hdu.data, dtype=np.float32), hdu.header)
+    except (OSError, ValueError, TypeError, IndexError, AstropyWarning) as exc:
+        if hdul is not None:
+            hdul.close()
+        raise CutoutError(path, f"unreadable or truncated FITS ({exc})") from exc
+    wanted = tuple(bands) if bands is not None else tuple(found)
+    if not wanted:
+        raise CutoutError(path, "no band image HDUs (EXTNAME U, G, R, I, Z or Y)")
+    missing = [b for b in wanted if b not in found]
+    if missing:
+        raise CutoutError(path, f"missing band(s) {', '.join(b.upper() for b in missing)}")
+    images, psf, wcs, shape = {}, {}, None, None
+    for band in wanted:
+        data, header = found[band]
+        if data.ndim != 2:
+            raise CutoutError(path, f"band {band.upper()}: image is {data.ndim}-D, expected 2-D")
+        if shape is None:
+            shape = data.shape
+        elif data.shape != shape:
+            raise CutoutError(path, f"band {band.upper()}: shape {data.shape} differs from {shape}")
+        if "PSF_FWHM" not in header:
+            raise CutoutError(path, f"band {band.upper()}: no PSF_FWHM keyword")
+        fwhm = float(header["PSF_FWHM"])
+        if not np.isfinite(fwhm) or fwhm <= 0:
+            raise CutoutError(path, f"band {band.upper()}: PSF_FWHM must be > 0, got {fwhm}")
+        if not np.isfinite(data).any():
+            raise CutoutError(path, f"band {band.upper()}: all pixels are NaN")
+        if wcs is None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", AstropyWarning)
+                band_wcs = WCS(header, naxis=2)
+            if not band_wcs.has_celestial:
+                raise CutoutError(path, f"band {band.upper()}: no celestial WCS")
+            wcs = band_wcs.celestial
+        images[band] = data
+        psf[band] = fwhm
+    ivars = {b: v for b, (v, _h) in ivar.items() if b in images and v.shape == shape}
+    return Cutout(objid=path.stem, images=images, wcs=wcs, psf_fwhm=psf, ivar=ivars)

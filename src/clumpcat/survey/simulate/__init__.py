@@ -1,0 +1,33 @@
+"""The synthetic SDSS-like survey (``clumpcat simulate``).
+
+Modules, one job each: :mod:`.colours` (SEDs), :mod:`.hosts` (disc, bulge,
+arms, bars), :mod:`.sources` (clumps, stars, background galaxies),
+:mod:`.observe` (PSF, reddening, noise, WCS), :mod:`.truth` (truth table),
+:mod:`.survey` (the driver) and :mod:`.cli`.
+"""
+
+from __future__ import annotations
+
+from clumpcat.survey.simulate.cli import configure_parser, run
+from clumpcat.survey.simulate.survey import (
+    GalaxyModel,
+    RenderedGalaxy,
+    draw_galaxy,
+    render_galaxy,
+    sim_objid,
+    simulate_survey,
+)
+from clumpcat.survey.simulate.truth import TRUTH_COLUMNS, truth_frame
+
+__all__ = [
+    "configure_parser",
+    "run",
+    "GalaxyModel",
+    "RenderedGalaxy",
+    "draw_galaxy",
+    "render_galaxy",
+    "sim_objid",
+    "simulate_survey",
+    "TRUTH_COLUMNS",
+    "truth_frame",
+]
