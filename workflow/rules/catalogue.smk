@@ -31,6 +31,6 @@ rule catalogue:
     conda:
         ENV
     shell:
-        "clumpcat catalogue --shards {params.shards} --out-dir {params.out_dir} "
+        "{CLUMPCAT} catalogue --shards {params.shards} --out-dir {params.out_dir} "
         "--galaxies {input.galaxies} --score-threshold {params.threshold} --release --config {params.configfile} "
         "--model {input.model} 2> {log}"

@@ -1,8 +1,12 @@
 # Configuration, validation and input functions; no rules here.
 import math
+import shlex
+import sys
 from pathlib import Path
 
 from snakemake.utils import validate
+
+from clumpcat.settings import DetectSettings, TrainingSettings
 
 
 validate(config, schema="../schemas/config.schema.yaml")
@@ -23,6 +27,9 @@ MODEL = PRETRAINED_MODEL or f"{RESULTS}/models/{TRAINING_SETUP}/model.pt"
 EVALUATE = config["evaluate"]["enabled"] and (SYNTHETIC or config["truth"] is not None)
 INJECT = EVALUATE and config["evaluate"]["injection"]
 ENV = "../../envs/clumpcat.yaml"
+#: The package of the interpreter that runs Snakemake, whatever PATH holds
+#: (an unactivated venv works as `.venv/bin/snakemake ...`).
+CLUMPCAT = f"{shlex.quote(sys.executable)} -m clumpcat"
 #: Bands of the survey (constants.SURVEY_BANDS; the synthetic survey imitates SDSS).
 BANDS = ["g", "r", "i", "z", "y"] if SURVEY == "hsc" else ["u", "g", "r", "i", "z"]
 
@@ -177,8 +184,11 @@ def training_labels(wildcards):
 
 def training_launcher(wildcards, resources):
     if resources.gpu > 1:
-        return f"torchrun --standalone --nproc_per_node={resources.gpu} -m clumpcat"
-    return "clumpcat"
+        return (
+            f"{shlex.quote(sys.executable)} -m torch.distributed.run --standalone "
+            f"--nproc_per_node={resources.gpu} -m clumpcat"
+        )
+    return CLUMPCAT
 
 
 #: The `weights:` key holding the pretrained ResNet50 of each set-up (paper Table 2).
@@ -202,9 +212,9 @@ def backbone_weights_option(wildcards):
     return weights_option(TRAINING_SETUP)
 
 
-def learning_rate_option(wildcards):
-    lr = config["training"]["lr"]
-    return f"--lr {lr}" if lr is not None else ""
+#: The training and detection settings of config.yaml as the stages' options.
+TRAINING_OPTIONS = TrainingSettings.cli_args(config.get("training"))
+DETECT_OPTIONS = DetectSettings.cli_args(config.get("detect"))
 
 
 def survey_shard_dirs(wildcards):
@@ -282,6 +292,12 @@ def evaluation_folder(wildcards, input):
 
 def experiment_weights_option(wildcards):
     return weights_option(wildcards.setup)
+
+
+def experiment_options(wildcards):
+    """The training settings with the run's set-up and the experiment's epochs."""
+    section = dict(config.get("training") or {}, setup=wildcards.setup, epochs=config["experiment"]["epochs"])
+    return TrainingSettings.cli_args(section)
 
 
 def experiment_runs(wildcards):

@@ -11,7 +11,7 @@ rule detect:
         status=f"{RESULTS}/{{sample}}/shards/{{shard}}/status-detect.parquet",
     params:
         cutouts=cutouts_param,
-        cfg=config["detect"],
+        settings=DETECT_OPTIONS,
     log:
         f"{RESULTS}/logs/detect/{{sample}}-{{shard}}.log",
     benchmark:
@@ -24,8 +24,7 @@ rule detect:
     conda:
         ENV
     shell:
-        "clumpcat detect --model {input.model} --render {input.render} "
+        "{CLUMPCAT} detect --model {input.model} --render {input.render} "
         "--cutouts {params.cutouts} --status-in {input.status} "
         "--status-out {output.status} --out {output.detections} "
-        "--batch-size {params.cfg[batch_size]} --device {params.cfg[device]} "
-        "--threads {threads} --score-floor {params.cfg[score_floor]} 2> {log}"
+        "{params.settings} --threads {threads} 2> {log}"

@@ -12,9 +12,7 @@ rule train_experiment:
     params:
         out_dir=output_folder,
         weights=experiment_weights_option,
-        cfg=config["training"],
-        epochs=config["experiment"]["epochs"],
-        lr=learning_rate_option,
+        settings=experiment_options,
     log:
         f"{RESULTS}/logs/experiment/{{setup}}-{{size}}.log",
     benchmark:
@@ -27,13 +25,9 @@ rule train_experiment:
     conda:
         ENV
     shell:
-        "clumpcat train --render {input.render} --labels {input.labels} "
-        "--setup {wildcards.setup} {params.weights} --out-dir {params.out_dir} "
-        "--max-images {wildcards.size} --epochs {params.epochs} "
-        "--batch-size {params.cfg[batch_size]} {params.lr} "
-        "--weight-decay {params.cfg[weight_decay]} --seed {params.cfg[seed]} "
-        "--device {params.cfg[device]} --num-workers {params.cfg[num_workers]} "
-        "--threads {threads} --resume 2> {log}"
+        "{CLUMPCAT} train --render {input.render} --labels {input.labels} "
+        "{params.weights} --out-dir {params.out_dir} --max-images {wildcards.size} "
+        "{params.settings} --threads {threads} --resume 2> {log}"
 
 
 rule experiment:
@@ -53,5 +47,5 @@ rule experiment:
     conda:
         ENV
     shell:
-        "clumpcat experiment --runs {params.runs} --out-table {output.table} "
+        "{CLUMPCAT} experiment --runs {params.runs} --out-table {output.table} "
         "--out-plot {output.plot} 2> {log}"

@@ -11,11 +11,9 @@ rule train:
         metrics=f"{RESULTS}/models/{TRAINING_SETUP}/metrics.csv",
     params:
         out_dir=output_folder,
-        setup=TRAINING_SETUP,
         launcher=training_launcher,
         weights=backbone_weights_option,
-        lr=learning_rate_option,
-        cfg=config["training"],
+        settings=TRAINING_OPTIONS,
     log:
         f"{RESULTS}/logs/train/{TRAINING_SETUP}.log",
     benchmark:
@@ -29,8 +27,5 @@ rule train:
         ENV
     shell:
         "{params.launcher} train --render {input.render} --labels {input.labels} "
-        "--setup {params.setup} {params.weights} --out-dir {params.out_dir} "
-        "--epochs {params.cfg[epochs]} --batch-size {params.cfg[batch_size]} "
-        "{params.lr} --weight-decay {params.cfg[weight_decay]} "
-        "--seed {params.cfg[seed]} --device {params.cfg[device]} "
-        "--num-workers {params.cfg[num_workers]} --threads {threads} --resume 2> {log}"
+        "{params.weights} --out-dir {params.out_dir} {params.settings} "
+        "--threads {threads} --resume 2> {log}"

@@ -31,6 +31,7 @@ from clumpcat.constants import LABELS
 from clumpcat.detection.data import collate
 from clumpcat.detection.engine import autocast
 from clumpcat.errors import InputError
+from clumpcat.settings import DetectSettings
 from clumpcat.geometry import RenderGeometry
 from clumpcat.ledger import LedgerEntry, pending, read_status, write_status
 from clumpcat.logs import progress
@@ -179,12 +180,12 @@ def detect_shard(
     status_out: str | Path,
     *,
     status_in: str | Path | None = None,
-    device: str = "auto",
-    batch_size: int = 8,
-    num_workers: int = 0,
+    device: str = DetectSettings.device,
+    batch_size: int = DetectSettings.batch_size,
+    num_workers: int = DetectSettings.num_workers,
     threads: int | None = None,
-    score_floor: float = 0.05,
-    amp: bool = True,
+    score_floor: float = DetectSettings.score_floor,
+    amp: bool = DetectSettings.amp,
 ) -> pd.DataFrame:
     """Detect clump candidates in one shard and write the detections table.
 
@@ -268,30 +269,22 @@ def detect_shard(
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``clumpcat detect``."""
+    """Arguments of ``clumpcat detect``: inputs and outputs, then :class:`DetectSettings`."""
     parser.add_argument("--model", required=True, help="trained detector (model.pt)")
     parser.add_argument("--render", required=True, help="the shard's render.parquet")
     parser.add_argument("--cutouts", required=True, help="folder of {objid}.fits cutouts")
     parser.add_argument("--out", required=True, help="detections.parquet to write")
     parser.add_argument("--status-in", help="previous stage's status table")
     parser.add_argument("--status-out", required=True, help="status table to write")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads")
-    parser.add_argument("--score-floor", type=float, default=0.05, help="lowest score kept")
-    parser.add_argument("--no-amp", action="store_true", help="no bfloat16 autocast on CUDA")
+    DetectSettings.add_options(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``clumpcat detect``."""
-    if args.batch_size < 1:
-        raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if not 0 <= args.score_floor <= 1:
-        raise InputError(f"--score-floor must be in [0, 1], got {args.score_floor}")
+    settings = DetectSettings.from_args(args)
     detect_shard(
         args.model, args.render, args.cutouts, args.out, args.status_out, status_in=args.status_in,
-        device=args.device, batch_size=args.batch_size, num_workers=args.num_workers,
-        threads=args.threads, score_floor=args.score_floor, amp=not args.no_amp,
+        threads=args.threads, **settings.cli_values(),
     )
     return 0

@@ -31,6 +31,7 @@ from clumpcat.detection.distributed import DistributedContext, barrier, init_dis
 from clumpcat.detection.engine import predict, train_one_epoch, validate
 from clumpcat.detection.model import SETUPS, build_detector
 from clumpcat.errors import InputError
+from clumpcat.settings import TrainingSettings
 from clumpcat.render.labels import read_clump_scout_labels
 from clumpcat.tables import read_table
 
@@ -58,9 +59,6 @@ PAPER_LR = 1e-4
 #: constant; cpu-small, trained from scratch in a few epochs, decays it along
 #: a cosine to a twentieth, which settles its final epochs.
 SCHEDULES = ("constant", "cosine")
-#: Random shift of the 200-px training crop (pixels): the crop stays on the
-#: galaxy (Section 4.2) but the nucleus is no longer always at its centre.
-CROP_JITTER = 60
 DEFAULT_SCHEDULE = {"cpu-small": "cosine"}
 
 
@@ -149,22 +147,22 @@ def train_detector(
     label_paths: Sequence[str],
     out_dir: str | Path,
     *,
-    setup: str = "cpu-small",
+    setup: str = TrainingSettings.setup,
     backbone_weights: str | None = None,
-    epochs: int = 12,
-    batch_size: int = 4,
-    lr: float | None = None,
-    weight_decay: float = 5e-5,
-    seed: int = 0,
-    device: str = "auto",
-    num_workers: int = 0,
+    epochs: int = TrainingSettings.epochs,
+    batch_size: int = TrainingSettings.batch_size,
+    lr: float | None = TrainingSettings.lr,
+    weight_decay: float = TrainingSettings.weight_decay,
+    seed: int = TrainingSettings.seed,
+    device: str = TrainingSettings.device,
+    num_workers: int = TrainingSettings.num_workers,
     threads: int | None = None,
     resume: bool = True,
-    amp: bool = True,
+    amp: bool = TrainingSettings.amp,
     fractions: tuple[float, float, float] = (0.7, 0.2, 0.1),
     max_images: int | None = None,
-    schedule: str | None = None,
-    jitter: int = CROP_JITTER,
+    schedule: str | None = TrainingSettings.schedule,
+    jitter: int = TrainingSettings.jitter,
     overrides: dict | None = None,
 ) -> dict:
     """Train a detector and keep the epoch with the best validation F1.
@@ -381,38 +379,21 @@ def _test_metrics(out_dir: Path, table, split, fwhm, ctx, batch_size, amp, jitte
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``clumpcat train``."""
+    """Arguments of ``clumpcat train``: inputs and outputs, then :class:`TrainingSettings`."""
     parser.add_argument("--render", nargs="+", required=True, help="render.parquet tables")
     parser.add_argument("--labels", nargs="+", required=True, help="label tables (rendered frame)")
     parser.add_argument("--out-dir", required=True, help="folder for model.pt and metrics")
-    parser.add_argument("--setup", default="cpu-small", choices=SETUPS, help="detector set-up")
     parser.add_argument("--backbone-weights", help="pretrained ResNet50 weights (Table 2 set-ups)")
-    parser.add_argument("--epochs", type=int, default=12)
-    parser.add_argument("--batch-size", type=int, default=4, help="images per batch and process")
-    parser.add_argument(
-        "--lr", type=float, default=None, help="Adam learning rate (default: 1e-4, paper 4.2; 1e-3 for cpu-small)"
-    )
-    parser.add_argument("--weight-decay", type=float, default=5e-5)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--num-workers", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="CPU threads")
     parser.add_argument("--resume", action="store_true", help="continue from checkpoint.pt")
-    parser.add_argument("--no-amp", action="store_true", help="no bfloat16 autocast on CUDA")
     parser.add_argument(
         "--override", action="append", default=[], metavar="FIELD=VALUE",
         help="replace a detector config field, e.g. input_scale=2 or 'anchor_sizes=[16,32,64,128]'",
     )
     parser.add_argument(
-        "--jitter", type=int, default=CROP_JITTER, help="largest random shift of the crop from the centre (px)"
-    )
-    parser.add_argument(
-        "--schedule", choices=SCHEDULES, default=None,
-        help="learning rate after the warm-up (default: cosine for cpu-small, constant otherwise)",
-    )
-    parser.add_argument(
         "--max-images", type=int, default=None, help="train on a seeded random subset of this many images (App. C)"
     )
+    TrainingSettings.add_options(parser)
 
 
 def _parse_overrides(items: list[str]) -> dict:
@@ -432,16 +413,10 @@ def run(args: argparse.Namespace) -> int:
     """Run ``clumpcat train``."""
     if args.max_images is not None and args.max_images < 3:
         raise InputError(f"--max-images must be >= 3 (train, validation and test), got {args.max_images}")
-    for name in ("epochs", "batch_size"):
-        if getattr(args, name) < 1:
-            raise InputError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if args.lr is not None and (not np.isfinite(args.lr) or args.lr <= 0):
-        raise InputError(f"--lr must be > 0, got {args.lr}")
+    settings = TrainingSettings.from_args(args)
     train_detector(
-        args.render, args.labels, args.out_dir, setup=args.setup, backbone_weights=args.backbone_weights,
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-        seed=args.seed, device=args.device, num_workers=args.num_workers, threads=args.threads,
-        resume=args.resume, amp=not args.no_amp, max_images=args.max_images,
-        schedule=args.schedule, jitter=args.jitter, overrides=_parse_overrides(args.override),
+        args.render, args.labels, args.out_dir, backbone_weights=args.backbone_weights,
+        threads=args.threads, resume=args.resume, max_images=args.max_images,
+        overrides=_parse_overrides(args.override), **settings.cli_values(),
     )
     return 0
