@@ -5,7 +5,7 @@ import pytest
 from astropy.io import fits
 
 from clumpcat.errors import CutoutError
-from clumpcat.survey.cutouts import read_cutout, write_cutout
+from clumpcat.survey.cutouts import Cutout, read_cutout, write_cutout
 
 from .conftest import synthetic_cutout
 
@@ -60,9 +60,31 @@ def test_all_nan_band(tmp_path):
 def test_no_celestial_wcs(tmp_path):
     def edit(hdul):
         for hdu in hdul[1:]:
-            for key in ("CTYPE1", "CTYPE2", "CRVAL1", "CRVAL2", "CDELT1", "CDELT2", "CRPIX1", "CRPIX2",
-                        "CUNIT1", "CUNIT2", "PC1_1", "PC2_2", "PC1_2", "PC2_1", "LATPOLE", "LONPOLE",
-                        "RADESYS", "EQUINOX", "MJDREF", "WCSAXES", "DATEREF", "MJDREFI", "MJDREFF"):
+            for key in (
+                "CTYPE1",
+                "CTYPE2",
+                "CRVAL1",
+                "CRVAL2",
+                "CDELT1",
+                "CDELT2",
+                "CRPIX1",
+                "CRPIX2",
+                "CUNIT1",
+                "CUNIT2",
+                "PC1_1",
+                "PC2_2",
+                "PC1_2",
+                "PC2_1",
+                "LATPOLE",
+                "LONPOLE",
+                "RADESYS",
+                "EQUINOX",
+                "MJDREF",
+                "WCSAXES",
+                "DATEREF",
+                "MJDREFI",
+                "MJDREFF",
+            ):
                 hdu.header.remove(key, ignore_missing=True)
 
     with pytest.raises(CutoutError, match="no celestial WCS"):
@@ -80,3 +102,33 @@ def test_truncated_file(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(CutoutError, match="file not found"):
         read_cutout(tmp_path / "nope.fits")
+
+
+def test_psf_hdus_round_trip_normalised(tmp_path):
+    from clumpcat.survey.psf import draw_psf, measure_fwhm
+
+    cutout = _psf_cutout()
+    psf = draw_psf("moffat", 3.5, beta=3.0, half_width=12)
+    cutout.psf = {"r": 2.0 * psf}  # any scale on disk; read back with unit sum
+    path = write_cutout(tmp_path / "g1.fits", cutout)
+    back = read_cutout(path)
+    assert set(back.psf) == {"r"}
+    np.testing.assert_allclose(back.psf["r"].sum(), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(back.psf["r"], psf, rtol=1e-5, atol=1e-9)
+    assert abs(measure_fwhm(back.psf["r"]) - measure_fwhm(psf)) < 1e-3
+
+
+def test_psf_hdu_with_even_side_is_a_clear_error(tmp_path):
+    cutout = _psf_cutout()
+    cutout.psf = {"r": np.ones((10, 10))}
+    path = write_cutout(tmp_path / "g2.fits", cutout)
+    with pytest.raises(CutoutError, match=r"g2\.fits.*PSF_R.*odd"):
+        read_cutout(path)
+
+
+def _psf_cutout():
+    from clumpcat.survey.simulate.observe import tan_wcs
+
+    rng = np.random.default_rng(0)
+    images = {b: rng.normal(size=(32, 32)).astype(np.float32) for b in "gr"}
+    return Cutout(objid="g", images=images, wcs=tan_wcs(150.0, 2.0, (32, 32)), psf_fwhm={"g": 1.4, "r": 1.3})

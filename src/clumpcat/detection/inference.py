@@ -31,11 +31,11 @@ from clumpcat.constants import LABELS
 from clumpcat.detection.data import collate
 from clumpcat.detection.engine import autocast
 from clumpcat.errors import InputError
-from clumpcat.settings import DetectSettings
 from clumpcat.geometry import RenderGeometry
 from clumpcat.ledger import LedgerEntry, pending, read_status, write_status
 from clumpcat.logs import progress
 from clumpcat.paths import objid_path
+from clumpcat.settings import DetectSettings
 from clumpcat.tables import ColumnDoc, read_table, write_table
 
 __all__ = ["DETECTION_COLUMNS", "RenderedImages", "detect_images", "detect_shard", "configure_parser", "run"]

@@ -21,7 +21,6 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
@@ -31,8 +30,8 @@ from clumpcat.detection.distributed import DistributedContext, barrier, init_dis
 from clumpcat.detection.engine import predict, train_one_epoch, validate
 from clumpcat.detection.model import SETUPS, build_detector
 from clumpcat.errors import InputError
-from clumpcat.settings import TrainingSettings
 from clumpcat.render.labels import read_clump_scout_labels
+from clumpcat.settings import TrainingSettings
 from clumpcat.tables import read_table
 
 __all__ = ["PRETRAINED", "DEFAULT_LR", "train_detector", "configure_parser", "run"]

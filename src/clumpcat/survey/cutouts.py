@@ -3,7 +3,9 @@
 Primary HDU empty; one image HDU per band with ``EXTNAME`` the upper-case band
 letter, pixels in nanomaggies (``BUNIT = 'nanomaggy'``), a celestial WCS and
 ``PSF_FWHM`` in arcsec; optional ``IVAR_<BAND>`` HDUs with the inverse
-variance in nanomaggy^-2. Anyone can bring their own cutouts in this form.
+variance in nanomaggy^-2; optional ``PSF_<BAND>`` HDUs with the band's PSF at
+the galaxy (odd side, the cutout's pixel grid, centred, unit sum; see
+:mod:`clumpcat.survey.psf`). Anyone can bring their own cutouts in this form.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from astropy.wcs import WCS
 from astropy.wcs.utils import proj_plane_pixel_scales
 
 from clumpcat.errors import CutoutError
+from clumpcat.survey.psf import normalise_psf
 
 __all__ = ["Cutout", "read_cutout", "write_cutout"]
 
@@ -39,6 +42,9 @@ class Cutout:
         Band to PSF FWHM in arcsec.
     ivar : dict of str to ndarray
         Band to inverse-variance image in nanomaggy^-2 (may be empty).
+    psf : dict of str to ndarray
+        Band to the PSF image at the galaxy (odd side, unit sum; may be
+        empty: the pipeline then falls back to an analytic profile).
     """
 
     objid: str
@@ -46,6 +52,7 @@ class Cutout:
     wcs: WCS
     psf_fwhm: dict[str, float]
     ivar: dict[str, np.ndarray] = field(default_factory=dict)
+    psf: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def bands(self) -> tuple[str, ...]:
@@ -97,6 +104,10 @@ def write_cutout(path: str | Path, cutout: Cutout) -> Path:
         hdu = fits.ImageHDU(np.asarray(ivar, dtype=np.float32), header=header, name=f"IVAR_{band.upper()}")
         hdu.header["BUNIT"] = "nanomaggy-2"
         hdus.append(hdu)
+    for band, psf in cutout.psf.items():
+        hdu = fits.ImageHDU(np.asarray(psf, dtype=np.float32), name=f"PSF_{band.upper()}")
+        hdu.header["COMMENT"] = "PSF at the galaxy on the cutout pixel grid, centred, unit sum"
+        hdus.append(hdu)
     tmp = path.with_name(f".{path.name}.tmp")
     fits.HDUList(hdus).writeto(tmp, overwrite=True)
     tmp.replace(path)
@@ -139,12 +150,15 @@ def read_cutout(path: str | Path, bands: tuple[str, ...] | None = None) -> Cutou
         with hdul:
             found = {}
             ivar = {}
+            psfs = {}
             for hdu in hdul[1:]:
                 name = (hdu.name or "").upper()
                 if hdu.data is None:
                     continue
                 if name.startswith("IVAR_"):
                     ivar[name[5:].lower()] = (np.asarray(hdu.data, dtype=np.float32), hdu.header)
+                elif name.startswith("PSF_"):
+                    psfs[name[4:].lower()] = np.asarray(hdu.data, dtype=np.float64)
                 elif len(name) == 1:
                     found[name.lower()] = (np.asarray(hdu.data, dtype=np.float32), hdu.header)
     except (OSError, ValueError, TypeError, IndexError, AstropyWarning) as exc:
@@ -183,4 +197,12 @@ def read_cutout(path: str | Path, bands: tuple[str, ...] | None = None) -> Cutou
         images[band] = data
         psf[band] = fwhm
     ivars = {b: v for b, (v, _h) in ivar.items() if b in images and v.shape == shape}
-    return Cutout(objid=path.stem, images=images, wcs=wcs, psf_fwhm=psf, ivar=ivars)
+    psf_images = {}
+    for band, image in psfs.items():
+        if band not in images:
+            continue
+        try:
+            psf_images[band] = normalise_psf(image, what=f"PSF_{band.upper()}")
+        except ValueError as exc:
+            raise CutoutError(path, str(exc)) from exc
+    return Cutout(objid=path.stem, images=images, wcs=wcs, psf_fwhm=psf, ivar=ivars, psf=psf_images)
