@@ -33,7 +33,11 @@ def main() -> None:
         tmp = Path(tmp)
         n = args.galaxies
         table = pd.DataFrame(
-            {"objid": np.arange(n).astype(str), "ra": np.random.default_rng(0).uniform(0, 360, n), "dec": np.zeros(n)}
+            {
+                "objid": np.arange(n).astype(str),
+                "ra": np.random.default_rng(0).uniform(0, 360, n),
+                "dec": np.zeros(n),
+            }
         )
         table.to_parquet(tmp / "galaxies.parquet")
         (tmp / "cutouts").mkdir()
@@ -41,10 +45,26 @@ def main() -> None:
         for size in args.shard_size:
             start = time.perf_counter()
             out = subprocess.run(
-                [str(snakemake), "-n", "--quiet", "rules", "--cores", "2", "--directory", str(ROOT),
-                 "--config", f"galaxies={tmp / 'galaxies.parquet'}", f"cutouts={tmp / 'cutouts'}",
-                 f"model={tmp / 'model.pt'}", f"results={tmp / 'results'}", f"shard_size={size}", "survey=sdss"],
-                capture_output=True, text=True, check=False,
+                [
+                    str(snakemake),
+                    "-n",
+                    "--quiet",
+                    "rules",
+                    "--cores",
+                    "2",
+                    "--directory",
+                    str(ROOT),
+                    "--config",
+                    f"galaxies={tmp / 'galaxies.parquet'}",
+                    f"cutouts={tmp / 'cutouts'}",
+                    f"model={tmp / 'model.pt'}",
+                    f"results={tmp / 'results'}",
+                    f"shard_size={size}",
+                    "survey=sdss",
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
             )
             seconds = time.perf_counter() - start
             jobs = re.search(r"^total\s+(\d+)", out.stdout, re.M)

@@ -101,8 +101,12 @@ def main() -> None:
             torch.cuda.reset_peak_memory_stats()
         alone = model_only(model, images, batch, device, amp)
         full = end_to_end(model, table, batch, device, amp, workers)
-        rows.append((str(device), args.model or args.setup, batch, amp, workers, alone, full, peak_memory(device)))
-    print(f"{'device':8} {'model':24} {'batch':>5} {'amp':>5} {'workers':>7} {'model img/s':>11} {'e2e img/s':>10}  peak")
+        rows.append(
+            (str(device), args.model or args.setup, batch, amp, workers, alone, full, peak_memory(device))
+        )
+    print(
+        f"{'device':8} {'model':24} {'batch':>5} {'amp':>5} {'workers':>7} {'model img/s':>11} {'e2e img/s':>10}  peak"
+    )
     for r in rows:
         print(f"{r[0]:8} {r[1][-24:]:24} {r[2]:>5} {r[3]!s:>5} {r[4]:>7} {r[5]:>11.1f} {r[6]:>10.1f}  {r[7]}")
 

@@ -49,7 +49,14 @@ def _batch(n: int, size: int, generator: torch.Generator, device: torch.device):
 
 
 def measure(
-    setup: str, overrides: dict, *, batch: int, size: int, repeats: int, device: str = "cpu", amp: bool = False
+    setup: str,
+    overrides: dict,
+    *,
+    batch: int,
+    size: int,
+    repeats: int,
+    device: str = "cpu",
+    amp: bool = False,
 ) -> dict:
     """Time training steps and inference passes of one configuration."""
     gen = torch.Generator().manual_seed(0)
@@ -94,8 +101,12 @@ def measure(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--setups", nargs="+", default=list(CANDIDATES),
-                        help="candidate names of CANDIDATES or set-up names of clumpcat.detection.model.SETUPS")
+    parser.add_argument(
+        "--setups",
+        nargs="+",
+        default=list(CANDIDATES),
+        help="candidate names of CANDIDATES or set-up names of clumpcat.detection.model.SETUPS",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--size", type=int, default=200, help="side of the square crops in pixels")
@@ -111,10 +122,20 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---:|---:|---:|---:|")
     for name in args.setups:
         setup, overrides = CANDIDATES.get(name, (name, {}))
-        r = measure(setup, overrides, batch=args.batch, size=args.size, repeats=args.repeats,
-                    device=args.device, amp=args.amp)
-        print(f"| {name} | {r['params'] / 1e6:.2f} | {r['trainable'] / 1e6:.2f} | "
-              f"{r['train']:.2f} | {r['infer']:.2f} |", flush=True)
+        r = measure(
+            setup,
+            overrides,
+            batch=args.batch,
+            size=args.size,
+            repeats=args.repeats,
+            device=args.device,
+            amp=args.amp,
+        )
+        print(
+            f"| {name} | {r['params'] / 1e6:.2f} | {r['trainable'] / 1e6:.2f} | "
+            f"{r['train']:.2f} | {r['infer']:.2f} |",
+            flush=True,
+        )
     return 0
 
 

@@ -21,12 +21,16 @@ def test_objid_path_stays_inside_folder(tmp_path):
 
 
 def test_write_table_keeps_units(tmp_path):
-    path = write_table(pd.DataFrame({"ra": [1.0]}), tmp_path / "t.parquet", {"ra": ("deg", "Right ascension")})
+    path = write_table(
+        pd.DataFrame({"ra": [1.0]}), tmp_path / "t.parquet", {"ra": ("deg", "Right ascension")}
+    )
     assert field_metadata(pq.read_table(path))["ra"] == ("deg", "Right ascension")
 
 
 def galaxy_table(n):
-    return pd.DataFrame({"objid": [f"g{i}" for i in range(n)], "ra": np.linspace(1, 2, n), "dec": np.zeros(n)})
+    return pd.DataFrame(
+        {"objid": [f"g{i}" for i in range(n)], "ra": np.linspace(1, 2, n), "dec": np.zeros(n)}
+    )
 
 
 def test_split_galaxies_into_shards(tmp_path):
@@ -55,7 +59,10 @@ def test_split_reports_global_row_numbers(tmp_path):
 
 def test_merge_streams_shards_with_empty_ones(tmp_path):
     a = write_table(pd.DataFrame({"objid": ["a"], "x": [1.0]}), tmp_path / "a.parquet", {"x": ("pix", "x")})
-    b = write_table(pd.DataFrame({"objid": pd.Series([], dtype=str), "x": pd.Series([], dtype=float)}), tmp_path / "b.parquet")
+    b = write_table(
+        pd.DataFrame({"objid": pd.Series([], dtype=str), "x": pd.Series([], dtype=float)}),
+        tmp_path / "b.parquet",
+    )
     c = write_table(pd.DataFrame({"objid": ["c", "d"], "x": [2.0, 3.0]}), tmp_path / "c.parquet")
     assert merge_parquet([a, b, c], tmp_path / "all.parquet") == 3
     merged = pq.read_table(tmp_path / "all.parquet")
@@ -71,9 +78,14 @@ def test_merge_refuses_other_columns(tmp_path):
 
 
 def test_status_carries_first_failure(tmp_path):
-    first = write_status(tmp_path / "s1.parquet", ["a", "b", "c"], [LedgerEntry("b", "failed", "render", "bad FITS")])
+    first = write_status(
+        tmp_path / "s1.parquet", ["a", "b", "c"], [LedgerEntry("b", "failed", "render", "bad FITS")]
+    )
     second = write_status(
-        tmp_path / "s2.parquet", ["a", "b", "c"], [LedgerEntry("c", "failed", "detect", "bad PNG")], upstream=first
+        tmp_path / "s2.parquet",
+        ["a", "b", "c"],
+        [LedgerEntry("c", "failed", "detect", "bad PNG")],
+        upstream=first,
     )
     assert ok_objids(second) == ["a"]
     row = second.set_index("objid").loc["b"]

@@ -27,7 +27,9 @@ def test_committed_schema_is_generated_from_the_settings():
     stream = io.StringIO()
     S._write_schema(stream)
     committed = (ROOT / "workflow/schemas/config.schema.yaml").read_text()
-    assert committed == stream.getvalue(), "run: python -m clumpcat.settings > workflow/schemas/config.schema.yaml"
+    assert committed == stream.getvalue(), (
+        "run: python -m clumpcat.settings > workflow/schemas/config.schema.yaml"
+    )
 
 
 def test_config_yaml_holds_the_declared_defaults():
@@ -40,7 +42,9 @@ def test_config_yaml_holds_the_declared_defaults():
         unknown = set(section) - set(defaults)
         assert not unknown, f"{cls.section}: {unknown}"
         for key, value in section.items():
-            assert value == defaults[key], f"config.yaml {cls.section}.{key}={value!r}, declared {defaults[key]!r}"
+            assert value == defaults[key], (
+                f"config.yaml {cls.section}.{key}={value!r}, declared {defaults[key]!r}"
+            )
 
 
 @pytest.mark.parametrize("stage", sorted(STAGE_SETTINGS))

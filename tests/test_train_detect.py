@@ -69,7 +69,9 @@ def test_crops_keep_boxes_on_their_clumps(survey):
         for tgt in (target, target_f):
             assert torch.all(tgt["boxes"][:, 2] > tgt["boxes"][:, 0])
         # Flips move pixels and boxes together: the pixel under each box centre is the same.
-        assert centre_pixels(image_f, target_f["boxes"]) == pytest.approx(centre_pixels(image, target["boxes"]))
+        assert centre_pixels(image_f, target_f["boxes"]) == pytest.approx(
+            centre_pixels(image, target["boxes"])
+        )
 
 
 @pytest.fixture(scope="module")
@@ -77,8 +79,14 @@ def trained(survey, tmp_path_factory):
     out = tmp_path_factory.mktemp("model")
     torch.set_num_threads(2)
     result = train_detector(
-        [survey / "render.parquet"], [survey / "labels.parquet"], out,
-        setup="cpu-small", epochs=1, batch_size=4, seed=0, device="cpu",
+        [survey / "render.parquet"],
+        [survey / "labels.parquet"],
+        out,
+        setup="cpu-small",
+        epochs=1,
+        batch_size=4,
+        seed=0,
+        device="cpu",
     )
     return out, result
 
@@ -103,8 +111,15 @@ def test_resume_continues_after_the_last_epoch(survey, trained, tmp_path):
     # As after a killed job: Snakemake removed the outputs, the checkpoint is left.
     (copy / "checkpoint.pt").write_bytes((out / "checkpoint.pt").read_bytes())
     train_detector(
-        [survey / "render.parquet"], [survey / "labels.parquet"], copy,
-        setup="cpu-small", epochs=2, batch_size=4, seed=0, device="cpu", resume=True,
+        [survey / "render.parquet"],
+        [survey / "labels.parquet"],
+        copy,
+        setup="cpu-small",
+        epochs=2,
+        batch_size=4,
+        seed=0,
+        device="cpu",
+        resume=True,
     )
     history = pd.read_csv(copy / "metrics.csv")
     assert history["epoch"].tolist() == [0, 1]
@@ -124,13 +139,20 @@ def test_detect_maps_boxes_to_the_cutout_and_sky(survey, trained, tmp_path):
     render = read_table(survey / "render.parquet")
     bad = render["objid"].iloc[0]
     status = write_status(
-        tmp_path / "status-render.parquet", render["objid"].tolist(),
+        tmp_path / "status-render.parquet",
+        render["objid"].tolist(),
         [LedgerEntry(bad, "failed", "render", "broken for the test")],
     )
     detections = detect_shard(
-        out / "model.pt", survey / "render.parquet", survey / "cutouts", tmp_path / "det.parquet",
-        tmp_path / "status-detect.parquet", status_in=tmp_path / "status-render.parquet",
-        device="cpu", batch_size=4, score_floor=0.0,
+        out / "model.pt",
+        survey / "render.parquet",
+        survey / "cutouts",
+        tmp_path / "det.parquet",
+        tmp_path / "status-detect.parquet",
+        status_in=tmp_path / "status-render.parquet",
+        device="cpu",
+        batch_size=4,
+        score_floor=0.0,
     )
     assert bad not in set(detections["objid"])
     status = read_table(tmp_path / "status-detect.parquet")
@@ -158,7 +180,11 @@ def test_rendered_boxes_map_back_to_cutout_pixels_and_sky():
     x, y = 37.0, 21.0
     boxes = boxes_around(*geometry.cutout_to_render(x, y), 20.0)
     frame = to_cutout_frame(
-        "a", {"boxes": np.atleast_2d(boxes), "scores": np.array([0.9]), "labels": np.array([2])}, geometry, wcs, 3.0
+        "a",
+        {"boxes": np.atleast_2d(boxes), "scores": np.array([0.9]), "labels": np.array([2])},
+        geometry,
+        wcs,
+        3.0,
     )
     assert frame.x[0] == pytest.approx(x) and frame.y[0] == pytest.approx(y)
     assert frame.box_x1[0] - frame.box_x0[0] == pytest.approx(5.0)
@@ -173,10 +199,28 @@ def test_ddp_with_two_processes_on_cpu(survey, tmp_path):
     """torchrun with two Gloo processes trains one epoch and writes one model."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-        "-m", "clumpcat", "train", "--render", str(survey / "render.parquet"),
-        "--labels", str(survey / "labels.parquet"), "--out-dir", str(tmp_path), "--epochs", "1",
-        "--batch-size", "2", "--device", "cpu", "--threads", "1",
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "clumpcat",
+        "train",
+        "--render",
+        str(survey / "render.parquet"),
+        "--labels",
+        str(survey / "labels.parquet"),
+        "--out-dir",
+        str(tmp_path),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "2",
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
     ]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -187,6 +231,10 @@ def test_ddp_with_two_processes_on_cpu(survey, tmp_path):
 def test_unknown_detector_override_is_a_clear_error(survey, tmp_path):
     with pytest.raises(InputError, match="unknown detector config keys.*anchor_size"):
         train_detector(
-            [survey / "render.parquet"], [survey / "labels.parquet"], tmp_path,
-            setup="cpu-small", epochs=1, overrides={"anchor_size": [8]},
+            [survey / "render.parquet"],
+            [survey / "labels.parquet"],
+            tmp_path,
+            setup="cpu-small",
+            epochs=1,
+            overrides={"anchor_size": [8]},
         )

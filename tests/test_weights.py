@@ -87,14 +87,18 @@ def test_imagenet_state_dict_lands_on_the_body(files, resnet50_state, imagenet_m
 
 def test_build_detector_takes_backbone_weights(files, resnet50_state):
     model = build_detector("zoobot-finetuned", backbone_weights=load_zoobot_encoder(files["zoobot"]))
-    torch.testing.assert_close(model.backbone.body.layer2[1].conv3.weight, resnet50_state["layer2.1.conv3.weight"])
+    torch.testing.assert_close(
+        model.backbone.body.layer2[1].conv3.weight, resnet50_state["layer2.1.conv3.weight"]
+    )
     assert model.backbone.body.layer2[1].conv3.weight.requires_grad
 
 
 def test_zoobot_timm_safetensors_with_prefix(files, resnet50_state):
     sd = load_zoobot_encoder(files["zoobot"])
     assert not any(k.startswith("model.") for k in sd)
-    torch.testing.assert_close(sd["layer1.0.downsample.0.weight"], resnet50_state["layer1.0.downsample.0.weight"])
+    torch.testing.assert_close(
+        sd["layer1.0.downsample.0.weight"], resnet50_state["layer1.0.downsample.0.weight"]
+    )
 
 
 def test_zoobot_greyscale_stem_is_spread_over_rgb(files, resnet50_state):
@@ -145,7 +149,9 @@ def test_paper_dataparallel_state_dict_loads(tmp_path):
     torch.testing.assert_close(
         model.roi_heads.box_predictor.bbox_pred.weight, reference.roi_heads.box_predictor.bbox_pred.weight
     )
-    torch.testing.assert_close(model.backbone.body.layer4[2].bn3.running_mean, reference.backbone.body.layer4[2].bn3.running_mean)
+    torch.testing.assert_close(
+        model.backbone.body.layer4[2].bn3.running_mean, reference.backbone.body.layer4[2].bn3.running_mean
+    )
 
 
 def test_not_a_detector_is_refused(files):
@@ -207,7 +213,9 @@ def server(tmp_path_factory):
 
 
 def _register(monkeypatch, sha):
-    source = WeightsSource("files/tiny.bin", "tiny.bin", sha, "http://example.invalid", "weights.tiny", "test")
+    source = WeightsSource(
+        "files/tiny.bin", "tiny.bin", sha, "http://example.invalid", "weights.tiny", "test"
+    )
     monkeypatch.setitem(weights.REGISTRY, "tiny", source)
 
 

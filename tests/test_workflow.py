@@ -24,13 +24,18 @@ pytestmark = pytest.mark.xdist_group("workflow")
 def snakemake(*args, cwd=ROOT, timeout=1200):
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "OMP_NUM_THREADS": "1"}
     return subprocess.run(
-        [str(BIN / "snakemake"), "--cores", "2", *args], cwd=cwd, env=env,
-        capture_output=True, text=True, timeout=timeout, check=False,
+        [str(BIN / "snakemake"), "--cores", "2", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
 
 
 def job_counts(stdout: str) -> dict[str, int]:
-    table = stdout[stdout.index("Job stats:"):]
+    table = stdout[stdout.index("Job stats:") :]
     return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
 
 
@@ -54,8 +59,14 @@ def test_dry_run_on_a_large_user_table(tmp_path):
     (tmp_path / "cutouts").mkdir()
     (tmp_path / "model.pt").write_bytes(b"")
     done = snakemake(
-        "-n", "--config", f"galaxies={tmp_path / 'galaxies.parquet'}", f"cutouts={tmp_path / 'cutouts'}",
-        f"model={tmp_path / 'model.pt'}", f"results={tmp_path / 'out'}", "shard_size=1000", "survey=sdss",
+        "-n",
+        "--config",
+        f"galaxies={tmp_path / 'galaxies.parquet'}",
+        f"cutouts={tmp_path / 'cutouts'}",
+        f"model={tmp_path / 'model.pt'}",
+        f"results={tmp_path / 'out'}",
+        "shard_size=1000",
+        "survey=sdss",
     )
     assert done.returncode == 0, done.stderr[-2000:]
     counts = job_counts(done.stdout)
@@ -104,8 +115,12 @@ def test_default_pipeline_makes_the_release(small_run):
 def test_own_cutouts_and_model_skip_simulation_and_training(small_run, tmp_path):
     galaxies = small_run / "survey" / "shards" / "00000" / "galaxies.parquet"
     done = snakemake(
-        "--config", f"galaxies={galaxies}", f"cutouts={small_run / 'survey' / 'cutouts'}",
-        f"model={small_run / 'models' / 'cpu-small' / 'model.pt'}", f"results={tmp_path / 'out'}", "survey=sdss",
+        "--config",
+        f"galaxies={galaxies}",
+        f"cutouts={small_run / 'survey' / 'cutouts'}",
+        f"model={small_run / 'models' / 'cpu-small' / 'model.pt'}",
+        f"results={tmp_path / 'out'}",
+        "survey=sdss",
     )
     assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-3000:])
     assert "rule train" not in done.stdout and "rule simulate" not in done.stdout

@@ -31,8 +31,7 @@ def check_objid(objid: object) -> str:
     text = str(objid)
     if not OBJID_PATTERN.fullmatch(text):
         raise InputError(
-            f"objid {text!r} is not allowed: use 1-128 characters of [A-Za-z0-9_.-], "
-            "not starting with '.'"
+            f"objid {text!r} is not allowed: use 1-128 characters of [A-Za-z0-9_.-], not starting with '.'"
         )
     return text
 

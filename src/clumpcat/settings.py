@@ -200,7 +200,11 @@ class Settings:
         for f, hint in cls._fields(cli_only=True):
             base, _nullable, is_list = _base_type(hint)
             default = cls._default(f)
-            kwargs: dict[str, Any] = {"default": default, "dest": f.name, "help": f"{f.metadata['doc']} (default {default})"}
+            kwargs: dict[str, Any] = {
+                "default": default,
+                "dest": f.name,
+                "help": f"{f.metadata['doc']} (default {default})",
+            }
             if base is bool:
                 kwargs["action"] = argparse.BooleanOptionalAction
             else:
@@ -276,7 +280,11 @@ def _field_schema(f: dataclasses.Field, hint, default) -> dict:
     base, nullable, is_list = _base_type(hint)
     m = f.metadata
     limits = {}
-    for key, name in (("minimum", "minimum"), ("maximum", "maximum"), ("exclusive_minimum", "exclusiveMinimum")):
+    for key, name in (
+        ("minimum", "minimum"),
+        ("maximum", "maximum"),
+        ("exclusive_minimum", "exclusiveMinimum"),
+    ):
         if m[key] is not None:
             limits[name] = m[key]
     if is_list:
@@ -315,9 +323,13 @@ class RunSettings(Settings):
         cli=False,
         choices=("synthetic", "sdss", "hsc"),
     )
-    galaxies: str | None = setting(None, "Galaxy table (Parquet or CSV); null generates the synthetic survey.", cli=False)
+    galaxies: str | None = setting(
+        None, "Galaxy table (Parquet or CSV); null generates the synthetic survey.", cli=False
+    )
     cutouts: str | None = setting(
-        None, "Folder of {objid}.fits cutouts in the contract's layout; null simulates or fetches them.", cli=False
+        None,
+        "Folder of {objid}.fits cutouts in the contract's layout; null simulates or fetches them.",
+        cli=False,
     )
     model: str | None = setting(None, "Trained detector checkpoint; null trains one.", cli=False)
     truth: str | None = setting(
@@ -340,7 +352,9 @@ class TrainingSettings(Settings):
     section: ClassVar[str] = "training"
     description: ClassVar[str] = "Training of the detector when no model is given (paper 4.2)."
 
-    setup: str = setting("cpu-small", "Detector set-up (paper Table 2, plus a small CPU preset).", choices=SETUP_NAMES)
+    setup: str = setting(
+        "cpu-small", "Detector set-up (paper Table 2, plus a small CPU preset).", choices=SETUP_NAMES
+    )
     n_galaxies: int = setting(960, "Galaxies in the synthetic training survey.", cli=False, minimum=10)
     seed: int = setting(7, "Seed of the training survey, the split and the optimiser.")
     epochs: int = setting(14, "Training epochs (the paper used 120, 4.2).", minimum=1)
@@ -410,7 +424,9 @@ class PostprocessSettings(Settings):
     section: ClassVar[str] = "postprocess"
     description: ClassVar[str] = "NMS, merging and the host mask (paper 4.3)."
 
-    nms_iou: float = setting(NMS_IOU, "NMS IoU threshold across labels (4.3.1).", exclusive_minimum=0, maximum=1)
+    nms_iou: float = setting(
+        NMS_IOU, "NMS IoU threshold across labels (4.3.1).", exclusive_minimum=0, maximum=1
+    )
     merge_fwhm: float = setting(MERGE_FWHM, "Merge radius in r-band PSF FWHM (4.3.2).", minimum=0)
     linkage: str = setting(
         "seed",
@@ -510,7 +526,9 @@ class FetchSettings(Settings):
         cli=False,
     )
     cache: str | None = setting(
-        None, "Download cache shared by all shards (frames downloaded once); null uses {results}/cache.", cli=False
+        None,
+        "Download cache shared by all shards (frames downloaded once); null uses {results}/cache.",
+        cli=False,
     )
     max_parallel: int = setting(4, "Requests in flight at once per job.", cli=False, minimum=1)
     retries: int = setting(
@@ -561,8 +579,12 @@ class HscSettings(Settings):
         cli=False,
     )
     rerun: str = setting("pdr3_wide", "PDR3 rerun: pdr3_wide or pdr3_dud.", cli=False)
-    username_env: str = setting("HSC_SSP_CAS_USERNAME", "Environment variable holding the DAS user name.", cli=False)
-    password_env: str = setting("HSC_SSP_CAS_PASSWORD", "Environment variable holding the DAS password.", cli=False)
+    username_env: str = setting(
+        "HSC_SSP_CAS_USERNAME", "Environment variable holding the DAS user name.", cli=False
+    )
+    password_env: str = setting(
+        "HSC_SSP_CAS_PASSWORD", "Environment variable holding the DAS password.", cli=False
+    )
 
 
 @dataclass(frozen=True)

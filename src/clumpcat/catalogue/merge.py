@@ -70,9 +70,7 @@ def merge_parquet(paths: Sequence[str | Path], out: str | Path) -> int:
         for path in paths:
             table = pq.read_table(path)
             if table.schema.names != schema.names:
-                raise InputError(
-                    f"merge: {path} has columns {table.schema.names}, expected {schema.names}"
-                )
+                raise InputError(f"merge: {path} has columns {table.schema.names}, expected {schema.names}")
             if table.num_rows == 0:
                 continue
             writer.write_table(table.cast(schema))

@@ -26,8 +26,6 @@ from clumpcat.errors import InputError
 __all__ = ["load_paper_detector", "save_detector", "load_detector"]
 
 
-
-
 def _is_detector_state_dict(sd: dict[str, Tensor]) -> bool:
     return any(k.startswith("backbone.body.") for k in sd) and any(k.startswith("roi_heads.") for k in sd)
 
@@ -56,7 +54,7 @@ def load_paper_detector(path: str | os.PathLike) -> dict[str, Tensor]:
     path = Path(path)
     sd = read_state_dict(path, config_key="weights.paper")
     if all(k.startswith("module.") for k in sd):
-        sd = {k[len("module."):]: v for k, v in sd.items()}
+        sd = {k[len("module.") :]: v for k, v in sd.items()}
     if not _is_detector_state_dict(sd):
         raise InputError(
             f"{path} (config key weights.paper) is not a Faster R-CNN state dict: no "
@@ -76,9 +74,7 @@ def _unwrap(model: nn.Module) -> nn.Module:
             return model
 
 
-def save_detector(
-    path: str | os.PathLike, model: nn.Module, config: DetectorConfig, **meta: Any
-) -> Path:
+def save_detector(path: str | os.PathLike, model: nn.Module, config: DetectorConfig, **meta: Any) -> Path:
     """Write a clumpcat checkpoint atomically (temporary file, then rename).
 
     The file is ``{"model": state_dict, "config": config.asdict(), "classes":
@@ -128,7 +124,9 @@ def save_detector(
     return path
 
 
-def load_detector(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+def load_detector(
+    path: str | os.PathLike, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, dict[str, Any]]:
     """Load a detector from a clumpcat checkpoint or a paper state dict.
 
     Parameters
@@ -163,7 +161,9 @@ def load_detector(path: str | os.PathLike, device: str | torch.device = "cpu") -
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001
-        raise InputError(f"cannot read detector file {path} with torch.load(weights_only=True): {exc}") from exc
+        raise InputError(
+            f"cannot read detector file {path} with torch.load(weights_only=True): {exc}"
+        ) from exc
     if isinstance(obj, dict) and "model" in obj and "config" in obj:
         config = DetectorConfig.from_dict(dict(obj["config"]))
         classes = list(obj.get("classes", CLASSES))
@@ -177,11 +177,15 @@ def load_detector(path: str | os.PathLike, device: str | torch.device = "cpu") -
         model = build_detector("paper", num_classes=n_classes)
         config = model.clumpcat_config
         classes = list(CLASSES) if n_classes == len(CLASSES) else [f"class{i}" for i in range(n_classes)]
-        meta = dict(config=config, classes=classes, epoch=None, metrics={}, clumpcat_version=None, source="paper")
+        meta = dict(
+            config=config, classes=classes, epoch=None, metrics={}, clumpcat_version=None, source="paper"
+        )
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise InputError(f"detector file {path} does not fit its configuration ({config.setup}): {exc}") from exc
+        raise InputError(
+            f"detector file {path} does not fit its configuration ({config.setup}): {exc}"
+        ) from exc
     model.clumpcat_config = config
     model.eval()
     return model.to(device), meta

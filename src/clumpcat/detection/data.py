@@ -111,12 +111,15 @@ def load_training_table(
     if unknown:
         log.warning(
             "%d labelled galaxies were not rendered (failed upstream?) and are left out: %s",
-            len(unknown), ", ".join(unknown[:5]),
+            len(unknown),
+            ", ".join(unknown[:5]),
         )
         boxes = boxes[boxes["objid"].isin(images["objid"])]
     bad = ~boxes["label"].astype(str).isin(list(LABEL_IDS))
     if bad.any():
-        raise InputError(f"label tables: labels must be 'normal' or 'odd', got {sorted(set(boxes.loc[bad, 'label']))}")
+        raise InputError(
+            f"label tables: labels must be 'normal' or 'odd', got {sorted(set(boxes.loc[bad, 'label']))}"
+        )
     return TrainingTable(images.reset_index(drop=True), boxes.reset_index(drop=True))
 
 
@@ -137,9 +140,7 @@ def stratified_split(
     """
     if not np.isclose(sum(fractions), 1.0) or min(fractions) < 0:
         raise InputError(f"split fractions must be >= 0 and sum to 1, got {fractions}")
-    counts = table.boxes.groupby("objid")["label"].agg(
-        n="size", odd=lambda s: float((s == "odd").mean())
-    )
+    counts = table.boxes.groupby("objid")["label"].agg(n="size", odd=lambda s: float((s == "odd").mean()))
     objids = table.images["objid"].tolist()
     n_boxes = counts["n"].reindex(objids).fillna(0).to_numpy()
     odd = counts["odd"].reindex(objids).fillna(0).to_numpy()
@@ -267,7 +268,11 @@ class CropDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int):
         objid = self.objids[index]
         rng = np.random.default_rng((self.seed, self.epoch if self.augment else 0, index))
-        shift = tuple(int(v) for v in rng.integers(-self.jitter, self.jitter + 1, size=2)) if self.jitter else (0, 0)
+        shift = (
+            tuple(int(v) for v in rng.integers(-self.jitter, self.jitter + 1, size=2))
+            if self.jitter
+            else (0, 0)
+        )
         rgb, boxes, labels = self.load(objid, shift)
         rgb = rgb.copy()
         if self.augment:

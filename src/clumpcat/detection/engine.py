@@ -44,7 +44,9 @@ def _to_device(images, targets, device):
     images = [img.to(device, non_blocking=True) for img in images]
     moved = []
     for t in targets:
-        moved.append({k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in t.items()})
+        moved.append(
+            {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in t.items()}
+        )
     return images, moved
 
 
@@ -167,9 +169,7 @@ def _postprocessed(pred: Mapping, fwhm_px: float) -> tuple[np.ndarray, np.ndarra
     return merged.x, merged.y, merged.score
 
 
-def validate(
-    predictions: Mapping, fwhm_px: Mapping[str, float], thresholds=THRESHOLDS
-) -> dict[str, float]:
+def validate(predictions: Mapping, fwhm_px: Mapping[str, float], thresholds=THRESHOLDS) -> dict[str, float]:
     """COCO AP/AR and post-processed completeness, purity and F1.
 
     Parameters
@@ -210,8 +210,10 @@ def validate(
     completeness = tp / max(n_truth, 1)
     purity = np.divide(tp, n_det, out=np.zeros_like(tp), where=n_det > 0)
     f1 = np.divide(
-        2 * completeness * purity, completeness + purity,
-        out=np.zeros_like(tp), where=(completeness + purity) > 0,
+        2 * completeness * purity,
+        completeness + purity,
+        out=np.zeros_like(tp),
+        where=(completeness + purity) > 0,
     )
     best = int(np.argmax(f1))
     half = int(np.argmin(np.abs(thresholds - 0.5)))

@@ -70,10 +70,19 @@ def collect_runs(run_dirs: list[str | Path]) -> pd.DataFrame:
                 "setup": setup,
                 "n_images": int(size),
                 "best_epoch": metrics.get("best_epoch"),
-                **{f"test_{k}": test.get(k) for k in (
-                    "ap", "ar", "threshold", "completeness", "purity", "f1",
-                    "completeness_at_0.5", "purity_at_0.5",
-                )},
+                **{
+                    f"test_{k}": test.get(k)
+                    for k in (
+                        "ap",
+                        "ar",
+                        "threshold",
+                        "completeness",
+                        "purity",
+                        "f1",
+                        "completeness_at_0.5",
+                        "purity_at_0.5",
+                    )
+                },
             }
         )
     return pd.DataFrame(rows, columns=list(EXPERIMENT_COLUMNS)).sort_values(["setup", "n_images"])
@@ -84,8 +93,11 @@ def plot_experiment(table: pd.DataFrame):
     fig, axes = plt.subplots(1, 3, figsize=(13, 4), constrained_layout=True)
     for ax, (column, title) in zip(
         axes,
-        (("test_f1", "best F1"), ("test_completeness_at_0.5", "completeness (score >= 0.5)"),
-         ("test_purity_at_0.5", "purity (score >= 0.5)")),
+        (
+            ("test_f1", "best F1"),
+            ("test_completeness_at_0.5", "completeness (score >= 0.5)"),
+            ("test_purity_at_0.5", "purity (score >= 0.5)"),
+        ),
         strict=True,
     ):
         for setup, group in table.groupby("setup"):
@@ -101,7 +113,9 @@ def plot_experiment(table: pd.DataFrame):
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``clumpcat experiment``."""
     parser.add_argument("--runs", nargs="+", required=True, help="folders SETUP-N with test_metrics.json")
-    parser.add_argument("--out-table", required=True, help="experiment table (.parquet; a .csv is written beside)")
+    parser.add_argument(
+        "--out-table", required=True, help="experiment table (.parquet; a .csv is written beside)"
+    )
     parser.add_argument("--out-plot", required=True, help="comparison figure (.png)")
 
 

@@ -123,14 +123,22 @@ def detect_images(
         Images that could not be read.
     """
     loader = torch.utils.data.DataLoader(
-        RenderedImages(table), batch_size=batch_size, collate_fn=collate, num_workers=num_workers,
-        pin_memory=device.type == "cuda", prefetch_factor=4 if num_workers else None,
+        RenderedImages(table),
+        batch_size=batch_size,
+        collate_fn=collate,
+        num_workers=num_workers,
+        pin_memory=device.type == "cuda",
+        prefetch_factor=4 if num_workers else None,
     )
     predictions, failures = {}, []
     with torch.inference_mode():
         for images, objids, errors in progress(loader, "detect", total=len(loader)):
             good = [i for i, img in enumerate(images) if img is not None]
-            failures += [LedgerEntry(objids[i], "failed", "detect", errors[i]) for i in range(len(images)) if i not in good]
+            failures += [
+                LedgerEntry(objids[i], "failed", "detect", errors[i])
+                for i in range(len(images))
+                if i not in good
+            ]
             if not good:
                 continue
             batch = [images[i].to(device, non_blocking=True) for i in good]
@@ -162,8 +170,14 @@ def to_cutout_frame(
     return pd.DataFrame(
         {
             "objid": objid,
-            "x": x, "y": y, "ra": ra, "dec": dec,
-            "box_x0": boxes[:, 0], "box_y0": boxes[:, 1], "box_x1": boxes[:, 2], "box_y1": boxes[:, 3],
+            "x": x,
+            "y": y,
+            "ra": ra,
+            "dec": dec,
+            "box_x0": boxes[:, 0],
+            "box_y0": boxes[:, 1],
+            "box_x1": boxes[:, 2],
+            "box_y1": boxes[:, 3],
             "score": pred["scores"].astype(float),
             "label": np.array(LABELS, dtype=object)[np.asarray(pred["labels"], dtype=int) - 1],
             "fwhm_r_px": float(fwhm_r_px),
@@ -236,8 +250,13 @@ def detect_shard(
     model.roi_heads.score_thresh = min(float(model.roi_heads.score_thresh), score_floor)
     began = time.perf_counter()
     predictions, failures = detect_images(
-        model, todo, device=dev, batch_size=batch_size, num_workers=num_workers,
-        score_floor=score_floor, amp=amp,
+        model,
+        todo,
+        device=dev,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        score_floor=score_floor,
+        amp=amp,
     )
     elapsed = time.perf_counter() - began
     frames = []
@@ -257,13 +276,20 @@ def detect_shard(
     detections = detections.astype({c: "float64" for c in DETECTION_COLUMNS if c not in ("objid", "label")})
     detections = detections.astype({"objid": str, "label": str})
     write_table(
-        detections, out, DETECTION_COLUMNS,
+        detections,
+        out,
+        DETECTION_COLUMNS,
         table_metadata={"model": str(model_path), "model_epoch": str(meta.get("epoch", ""))},
     )
     write_status(status_out, objids, failures, upstream=upstream)
     log.info(
         "detect: %d images in %.1f s (%.1f images/s on %s), %d candidates, %d failed",
-        len(predictions), elapsed, len(predictions) / max(elapsed, 1e-9), dev, len(detections), len(failures),
+        len(predictions),
+        elapsed,
+        len(predictions) / max(elapsed, 1e-9),
+        dev,
+        len(detections),
+        len(failures),
     )
     return detections
 
@@ -284,7 +310,13 @@ def run(args: argparse.Namespace) -> int:
     """Run ``clumpcat detect``."""
     settings = DetectSettings.from_args(args)
     detect_shard(
-        args.model, args.render, args.cutouts, args.out, args.status_out, status_in=args.status_in,
-        threads=args.threads, **settings.cli_values(),
+        args.model,
+        args.render,
+        args.cutouts,
+        args.out,
+        args.status_out,
+        status_in=args.status_in,
+        threads=args.threads,
+        **settings.cli_values(),
     )
     return 0

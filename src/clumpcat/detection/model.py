@@ -390,7 +390,9 @@ def preset_config(setup: str, **overrides: Any) -> DetectorConfig:
     if setup not in _PRESETS:
         raise ValueError(f"unknown detector setup {setup!r}; choose one of {', '.join(SETUPS)}")
     values = {**_PRESETS[setup], **overrides, "setup": setup}
-    return DetectorConfig.from_dict({k: (list(v) if isinstance(v, list | tuple) else v) for k, v in values.items()})
+    return DetectorConfig.from_dict(
+        {k: (list(v) if isinstance(v, list | tuple) else v) for k, v in values.items()}
+    )
 
 
 class FixedScaleTransform(GeneralizedRCNNTransform):
@@ -422,7 +424,10 @@ class FixedScaleTransform(GeneralizedRCNNTransform):
     ) -> None:
         # min_size/max_size are unused by resize() below; kept for repr().
         super().__init__(
-            min_size=0, max_size=0, image_mean=list(image_mean), image_std=list(image_std),
+            min_size=0,
+            max_size=0,
+            image_mean=list(image_mean),
+            image_std=list(image_std),
             size_divisible=size_divisible,
         )
         self.scale = float(scale)
@@ -488,7 +493,9 @@ class SmallResNet(nn.Module):
                     downsample = nn.Sequential(
                         nn.Conv2d(in_ch, width, kernel_size=1, stride=s, bias=False), norm_layer(width)
                     )
-                layers.append(BasicBlock(in_ch, width, stride=s, downsample=downsample, norm_layer=norm_layer))
+                layers.append(
+                    BasicBlock(in_ch, width, stride=s, downsample=downsample, norm_layer=norm_layer)
+                )
                 in_ch = width
             self.add_module(f"layer{i + 1}", nn.Sequential(*layers))
         for m in self.modules():
@@ -662,4 +669,3 @@ def build_detector(
 def trainable_parameter_names(model: nn.Module) -> list[str]:
     """Names of the parameters that require gradients, in module order."""
     return [name for name, p in model.named_parameters() if p.requires_grad]
-

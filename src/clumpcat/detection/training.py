@@ -242,11 +242,17 @@ def train_detector(
         (out_dir / "split.json").write_text(json.dumps(split, indent=1))
         log.info(
             "%d images, %d boxes: %d train / %d val / %d test",
-            len(table.images), len(table.boxes), len(split["train"]), len(split["val"]), len(split["test"]),
+            len(table.images),
+            len(table.boxes),
+            len(split["train"]),
+            len(split["val"]),
+            len(split["test"]),
         )
 
     try:
-        model = build_detector(setup, backbone_weights=_backbone_state(setup, backbone_weights), **(overrides or {}))
+        model = build_detector(
+            setup, backbone_weights=_backbone_state(setup, backbone_weights), **(overrides or {})
+        )
     except ValueError as exc:
         raise InputError(f"detector set-up '{setup}': {exc}") from exc
     config = model.clumpcat_config
@@ -308,8 +314,15 @@ def train_detector(
             history.append(row)
             log.info(
                 "epoch %d: loss %.4f, val AP %.3f AR %.3f, F1 %.3f (C %.3f, P %.3f at score %.1f), %.0f s",
-                epoch, losses["loss"], metrics["ap"], metrics["ar"], metrics["f1"],
-                metrics["completeness"], metrics["purity"], metrics["threshold"], row["seconds"],
+                epoch,
+                losses["loss"],
+                metrics["ap"],
+                metrics["ar"],
+                metrics["f1"],
+                metrics["completeness"],
+                metrics["purity"],
+                metrics["threshold"],
+                row["seconds"],
             )
             if metrics["f1"] > best_f1:
                 best_f1 = metrics["f1"]
@@ -356,8 +369,12 @@ def _save_model(path: Path, model, config, epoch: int, metrics: dict) -> None:
     from clumpcat.detection.checkpoint import save_detector
 
     save_detector(
-        path, model, config, epoch=int(epoch),
-        metrics={k: float(v) for k, v in metrics.items()}, clumpcat_version=__version__,
+        path,
+        model,
+        config,
+        epoch=int(epoch),
+        metrics={k: float(v) for k, v in metrics.items()},
+        clumpcat_version=__version__,
     )
 
 
@@ -369,7 +386,9 @@ def _test_metrics(out_dir: Path, table, split, fwhm, ctx, batch_size, amp, jitte
     result = {"best_epoch": meta.get("epoch"), "validation": meta.get("metrics", {})}
     if split["test"]:
         loader = torch.utils.data.DataLoader(
-            CropDataset(table, split["test"], seed=seed + 1, jitter=jitter), batch_size=batch_size, collate_fn=collate
+            CropDataset(table, split["test"], seed=seed + 1, jitter=jitter),
+            batch_size=batch_size,
+            collate_fn=collate,
         )
         result["test"] = validate(predict(model, loader, ctx.device, amp=amp), fwhm)
         log.info("test split: %s", json.dumps(result["test"]))
@@ -386,11 +405,17 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="CPU threads")
     parser.add_argument("--resume", action="store_true", help="continue from checkpoint.pt")
     parser.add_argument(
-        "--override", action="append", default=[], metavar="FIELD=VALUE",
+        "--override",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
         help="replace a detector config field, e.g. input_scale=2 or 'anchor_sizes=[16,32,64,128]'",
     )
     parser.add_argument(
-        "--max-images", type=int, default=None, help="train on a seeded random subset of this many images (App. C)"
+        "--max-images",
+        type=int,
+        default=None,
+        help="train on a seeded random subset of this many images (App. C)",
     )
     TrainingSettings.add_options(parser)
 
@@ -414,8 +439,14 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--max-images must be >= 3 (train, validation and test), got {args.max_images}")
     settings = TrainingSettings.from_args(args)
     train_detector(
-        args.render, args.labels, args.out_dir, backbone_weights=args.backbone_weights,
-        threads=args.threads, resume=args.resume, max_images=args.max_images,
-        overrides=_parse_overrides(args.override), **settings.cli_values(),
+        args.render,
+        args.labels,
+        args.out_dir,
+        backbone_weights=args.backbone_weights,
+        threads=args.threads,
+        resume=args.resume,
+        max_images=args.max_images,
+        overrides=_parse_overrides(args.override),
+        **settings.cli_values(),
     )
     return 0

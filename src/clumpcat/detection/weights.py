@@ -111,41 +111,68 @@ _PAPER_REPO = (
 #: Registered downloads, by name.
 REGISTRY: dict[str, WeightsSource] = {
     "imagenet": WeightsSource(
-        "resnet50-0676ba61.pth", "resnet50-0676ba61.pth", "0676ba61", _TORCHVISION,
-        "weights.imagenet", "torchvision ResNet50 IMAGENET1K_V1 (the released code's ImageNet weights)",
+        "resnet50-0676ba61.pth",
+        "resnet50-0676ba61.pth",
+        "0676ba61",
+        _TORCHVISION,
+        "weights.imagenet",
+        "torchvision ResNet50 IMAGENET1K_V1 (the released code's ImageNet weights)",
     ),
     "imagenet-v2": WeightsSource(
-        "resnet50-11ad3fa6.pth", "resnet50-11ad3fa6.pth", "11ad3fa6", _TORCHVISION,
-        "weights.imagenet", "torchvision ResNet50 IMAGENET1K_V2",
+        "resnet50-11ad3fa6.pth",
+        "resnet50-11ad3fa6.pth",
+        "11ad3fa6",
+        _TORCHVISION,
+        "weights.imagenet",
+        "torchvision ResNet50 IMAGENET1K_V2",
     ),
     "zoobot": WeightsSource(
-        "pytorch_model.bin", "zoobot-encoder-resnet50.bin", None, _ZOOBOT_HF,
-        "weights.zoobot", "Zoobot ResNet50 encoder (timm, Hugging Face hub)",
+        "pytorch_model.bin",
+        "zoobot-encoder-resnet50.bin",
+        None,
+        _ZOOBOT_HF,
+        "weights.zoobot",
+        "Zoobot ResNet50 encoder (timm, Hugging Face hub)",
     ),
     "paper": WeightsSource(
-        "Zoobot_pre_trained_run20_120.pth", "Zoobot_pre_trained_run20_120.pth",
-        "13951d78313b66a02885887aec8c0103f2214eb6d70273bc079edb3ac7e6ee8a", _PAPER_REPO,
-        "weights.paper", "paper's Zoobot-backbone detector (the released catalogue's model)",
+        "Zoobot_pre_trained_run20_120.pth",
+        "Zoobot_pre_trained_run20_120.pth",
+        "13951d78313b66a02885887aec8c0103f2214eb6d70273bc079edb3ac7e6ee8a",
+        _PAPER_REPO,
+        "weights.paper",
+        "paper's Zoobot-backbone detector (the released catalogue's model)",
     ),
     "paper-zoobot-finetuned": WeightsSource(
-        "Zoobot_pre_trained_trainable_run20_120.pth", "Zoobot_pre_trained_trainable_run20_120.pth",
-        "d83a6ccf69fb648b5bd9b10f095a28e25e9f5f5666f135a700a5a1ade577af7c", _PAPER_REPO,
-        "weights.paper", "paper's Zoobot-backbone-finetuned detector",
+        "Zoobot_pre_trained_trainable_run20_120.pth",
+        "Zoobot_pre_trained_trainable_run20_120.pth",
+        "d83a6ccf69fb648b5bd9b10f095a28e25e9f5f5666f135a700a5a1ade577af7c",
+        _PAPER_REPO,
+        "weights.paper",
+        "paper's Zoobot-backbone-finetuned detector",
     ),
     "paper-zoobot-clumps": WeightsSource(
-        "Zoobot_fine_tuned_run20_120.pth", "Zoobot_fine_tuned_run20_120.pth",
-        "a8d219cc51ca559f7f0f183d9e93f39dc351590c0d5fe8e4454b751337bfd8a4", _PAPER_REPO,
-        "weights.paper", "paper's Zoobot-clumps-backbone detector",
+        "Zoobot_fine_tuned_run20_120.pth",
+        "Zoobot_fine_tuned_run20_120.pth",
+        "a8d219cc51ca559f7f0f183d9e93f39dc351590c0d5fe8e4454b751337bfd8a4",
+        _PAPER_REPO,
+        "weights.paper",
+        "paper's Zoobot-clumps-backbone detector",
     ),
     "paper-imagenet": WeightsSource(
-        "Resnet_Imagenet_run20_20.pth", "Resnet_Imagenet_run20_20.pth",
-        "ec9842b87a40003863eae5e0eddd4c4dfd1d5e4fac6a1c91f5bc24b2884f9ed3", _PAPER_REPO,
-        "weights.paper", "paper's Imagenet-backbone detector",
+        "Resnet_Imagenet_run20_20.pth",
+        "Resnet_Imagenet_run20_20.pth",
+        "ec9842b87a40003863eae5e0eddd4c4dfd1d5e4fac6a1c91f5bc24b2884f9ed3",
+        _PAPER_REPO,
+        "weights.paper",
+        "paper's Imagenet-backbone detector",
     ),
     "paper-imagenet-finetuned": WeightsSource(
-        "Resnet_Imagenet_trainable_run20_20.pth", "Resnet_Imagenet_trainable_run20_20.pth",
-        "7d6bf9249e2b9d3a3aec3a639e65444078e521e5c1134653fb973d96bc4667f6", _PAPER_REPO,
-        "weights.paper", "paper's Imagenet-backbone-finetuned detector",
+        "Resnet_Imagenet_trainable_run20_20.pth",
+        "Resnet_Imagenet_trainable_run20_20.pth",
+        "7d6bf9249e2b9d3a3aec3a639e65444078e521e5c1134653fb973d96bc4667f6",
+        _PAPER_REPO,
+        "weights.paper",
+        "paper's Imagenet-backbone-finetuned detector",
     ),
 }
 
@@ -246,7 +273,7 @@ def _strip_prefix(state_dict: dict[str, Tensor], anchor: str = "conv1.weight") -
     prefix = min(stems, key=len)[: -len(anchor)]
     if not prefix:
         return dict(state_dict)
-    return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
 
 
 @functools.lru_cache(maxsize=1)
@@ -269,15 +296,22 @@ def _check_resnet50(state_dict: dict[str, Tensor], path: Path, what: str, config
             f"ResNet50 keys missing, e.g. {', '.join(missing[:5])}; file keys start "
             f"{', '.join(list(state_dict)[:3])}"
         )
-    wrong = [f"{k} {tuple(state_dict[k].shape)} != {s}" for k, s in expected.items() if tuple(state_dict[k].shape) != s]
+    wrong = [
+        f"{k} {tuple(state_dict[k].shape)} != {s}"
+        for k, s in expected.items()
+        if tuple(state_dict[k].shape) != s
+    ]
     if wrong:
-        raise InputError(f"{path} (config key {config_key}) is not a {what}: shapes differ: {'; '.join(wrong[:3])}")
+        raise InputError(
+            f"{path} (config key {config_key}) is not a {what}: shapes differ: {'; '.join(wrong[:3])}"
+        )
 
 
 def _body_keys_only(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
     """Drop classifier heads and batch counters of a ResNet state dict."""
     return {
-        k: v for k, v in state_dict.items()
+        k: v
+        for k, v in state_dict.items()
         if not (k.startswith(("fc.", "head.")) or k.endswith("num_batches_tracked"))
     }
 
@@ -383,7 +417,9 @@ def load_backbone_weights(
             f"backbone weights{origin} do not fit model.backbone.body: {len(missing)} of "
             f"{len(target)} tensors missing, e.g. {', '.join(missing[:5])}"
         )
-    wrong = [f"{k} {tuple(sd[k].shape)} != {tuple(v.shape)}" for k, v in target.items() if sd[k].shape != v.shape]
+    wrong = [
+        f"{k} {tuple(sd[k].shape)} != {tuple(v.shape)}" for k, v in target.items() if sd[k].shape != v.shape
+    ]
     if wrong:
         raise InputError(f"backbone weights{origin} do not fit model.backbone.body: {'; '.join(wrong[:3])}")
     unexpected = [k for k in sd if k not in target]
@@ -524,8 +560,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add ``fetch`` and ``where`` subcommands to ``clumpcat weights``."""
     sub = parser.add_subparsers(dest="weights_command", metavar="ACTION", required=True)
     fetch = sub.add_parser("fetch", help="download a registered weights file with a checksum")
-    fetch.add_argument("name", choices=sorted(REGISTRY), metavar="NAME",
-                       help=f"one of {', '.join(REGISTRY)}")
+    fetch.add_argument("name", choices=sorted(REGISTRY), metavar="NAME", help=f"one of {', '.join(REGISTRY)}")
     fetch.add_argument("--dest", required=True, metavar="DIR", help="folder to write into")
     fetch.add_argument("--base-url", metavar="URL", help="mirror replacing the registered base URL")
     fetch.add_argument("--timeout", type=float, default=60.0, help="socket timeout in seconds")

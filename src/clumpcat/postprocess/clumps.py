@@ -301,7 +301,10 @@ def postprocess_galaxy(
         in_host = np.ones(merged.x.size, dtype=bool)
     else:
         host = segment_host(
-            cutout.images[band], fwhm, nsigma=host_nsigma, centre=centre,
+            cutout.images[band],
+            fwhm,
+            nsigma=host_nsigma,
+            centre=centre,
             max_offset_px=HOST_MAX_OFFSET_FWHM * fwhm,
         )
         if not host.found:
@@ -526,7 +529,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="how chains of close candidates merge (default %(default)s)",
     )
     parser.add_argument(
-        "--host-nsigma", type=float, default=HOST_MASK_NSIGMA,
+        "--host-nsigma",
+        type=float,
+        default=HOST_MASK_NSIGMA,
         help="host segment threshold in background RMS of the r image (Section 4.3.2: %(default)s)",
     )
     group = parser.add_mutually_exclusive_group()

@@ -465,9 +465,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--status-out", required=True, help="this stage's status table")
     parser.add_argument("--out", required=True, help="render table (render.parquet)")
     parser.add_argument("--truth", help="truth table of injected sources; writes label boxes")
-    parser.add_argument(
-        "--labels-out", help="label boxes in the rendered frame (empty without --truth)"
-    )
+    parser.add_argument("--labels-out", help="label boxes in the rendered frame (empty without --truth)")
     parser.add_argument(
         "--labels-detectable-only", action="store_true", help="only truth sources flagged 'detectable'"
     )

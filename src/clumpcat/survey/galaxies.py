@@ -41,8 +41,7 @@ GALAXY_COLUMNS: dict[str, ColumnDoc] = {
     **{f"psf_fwhm_{b}": ("arcsec", f"{b}-band PSF FWHM") for b in SDSS_BANDS + ("y",)},
     **{f"host_mag_{b}": ("mag(AB)", f"Observed {b}-band host magnitude") for b in SDSS_BANDS + ("y",)},
     **{
-        f"host_mag_err_{b}": ("mag(AB)", f"Error of the {b}-band host magnitude")
-        for b in SDSS_BANDS + ("y",)
+        f"host_mag_err_{b}": ("mag(AB)", f"Error of the {b}-band host magnitude") for b in SDSS_BANDS + ("y",)
     },
 }
 
@@ -54,9 +53,7 @@ def _rows(mask: np.ndarray, first_row: int = 0, limit: int = 10) -> str:
     return f"row(s) {shown}{more}"
 
 
-def validate_galaxies(
-    frame: pd.DataFrame, source: str = "galaxy table", first_row: int = 0
-) -> pd.DataFrame:
+def validate_galaxies(frame: pd.DataFrame, source: str = "galaxy table", first_row: int = 0) -> pd.DataFrame:
     """Check a galaxy table against the contract and normalise it.
 
     Parameters

@@ -25,8 +25,13 @@ __all__ = ["reference_grid", "sample_on_grid", "cutout_side_pixels"]
 def _partial_cutout(image, position: SkyCoord, side: int, wcs: WCS) -> Cutout2D:
     """A ``side`` x ``side`` float32 cutout, NaN where it leaves the image."""
     return Cutout2D(
-        np.asarray(image, dtype=np.float32), position, (side, side), wcs=wcs,
-        mode="partial", fill_value=np.nan, copy=True,
+        np.asarray(image, dtype=np.float32),
+        position,
+        (side, side),
+        wcs=wcs,
+        mode="partial",
+        fill_value=np.nan,
+        copy=True,
     )
 
 
@@ -106,11 +111,7 @@ def sample_on_grid(
     coords = np.vstack([np.asarray(by).ravel(), np.asarray(bx).ravel()])
     out = []
     for k, image in enumerate(images):
-        sub = (
-            first.data
-            if k == 0
-            else _partial_cutout(image, position, pad, wcs).data
-        )
+        sub = first.data if k == 0 else _partial_cutout(image, position, pad, wcs).data
         sampled = map_coordinates(
             np.asarray(sub, dtype=np.float64), coords, order=1, mode="constant", cval=np.nan, prefilter=False
         )
