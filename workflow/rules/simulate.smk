@@ -80,19 +80,6 @@ rule inject:
         "--seed {params.seed} --per-galaxy {params.per_galaxy} 2> {log}"
 
 
-rule merge_truth:
-    input:
-        shards_of("truth.parquet"),
-    output:
-        f"{RESULTS}/{{sample}}/truth.parquet",
-    log:
-        f"{RESULTS}/logs/merge_truth/{{sample}}.log",
-    conda:
-        ENV
-    shell:
-        "{CLUMPCAT} merge {input} --out {output} 2> {log}"
-
-
 rule merge_galaxies:
     input:
         shards_of("galaxies.parquet"),

@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from clumpcat.constants import CROP_SIZE, LABEL_IDS, RENDER_SIZE
+from clumpcat.constants import CROP_SIZE, LABEL_IDS
 from clumpcat.errors import InputError
 from clumpcat.tables import read_table
 
@@ -29,18 +29,12 @@ __all__ = [
     "subset_images",
     "CropDataset",
     "collate",
-    "crop_offset",
 ]
 
 log = logging.getLogger(__name__)
 
 _RENDER_COLUMNS = ("objid", "png")
 _LABEL_COLUMNS = ("objid", "box_x0", "box_y0", "box_x1", "box_y1", "label")
-
-
-def crop_offset(size: int = RENDER_SIZE, crop: int = CROP_SIZE) -> int:
-    """Offset of the central crop's first pixel in the rendered frame."""
-    return (size - crop) // 2
 
 
 @dataclass

@@ -31,7 +31,7 @@ from clumpcat.constants import LABELS
 from clumpcat.detection.data import collate
 from clumpcat.detection.engine import autocast
 from clumpcat.errors import InputError
-from clumpcat.geometry import RenderGeometry
+from clumpcat.geometry import RenderGeometry, box_centres
 from clumpcat.ledger import LedgerEntry, pending, read_status, write_status
 from clumpcat.logs import progress
 from clumpcat.paths import objid_path
@@ -159,9 +159,7 @@ def to_cutout_frame(
 ) -> pd.DataFrame:
     """Detections of one galaxy in the contract's columns (cutout frame, ICRS)."""
     boxes = geometry.boxes_render_to_cutout(pred["boxes"]).reshape(-1, 4)
-    # Box edges -> pixel-index centres (pixel i spans [i, i+1], centre at i).
-    x = 0.5 * (boxes[:, 0] + boxes[:, 2]) - 0.5
-    y = 0.5 * (boxes[:, 1] + boxes[:, 3]) - 0.5
+    x, y = box_centres(boxes)
     if len(x):
         sky = wcs.pixel_to_world(x, y)
         ra, dec = sky.icrs.ra.deg, sky.icrs.dec.deg
