@@ -1,4 +1,5 @@
 # Configuration, validation and input functions; no rules here.
+import json
 import math
 import shlex
 import sys
@@ -6,10 +7,12 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from clumpcat.settings import DetectSettings, TrainingSettings
+from clumpcat.settings import DetectSettings, TrainingSettings, effective_config
 
 
 validate(config, schema="../schemas/config.schema.yaml")
+#: The configuration that runs: config.yaml, --config overrides, defaults filled in.
+EFFECTIVE_CONFIG = effective_config(config)
 
 RESULTS = config["results"].rstrip("/")
 SURVEY = config["survey"]
@@ -30,6 +33,10 @@ ENV = "../../envs/clumpcat.yaml"
 #: The package of the interpreter that runs Snakemake, whatever PATH holds
 #: (an unactivated venv works as `.venv/bin/snakemake ...`).
 CLUMPCAT = f"{shlex.quote(sys.executable)} -m clumpcat"
+# Every rule's shell calls `clumpcat`: a shell function bound to that interpreter,
+# so no job depends on PATH (Slurm jobs re-run this file with the same interpreter).
+# (Snakemake formats the prefix too: its literal braces are doubled once more.)
+shell.prefix(f"set -euo pipefail; clumpcat() {{{{ {CLUMPCAT} \"$@\"; }}}}; ")
 #: Bands of the survey (constants.SURVEY_BANDS; the synthetic survey imitates SDSS).
 BANDS = ["g", "r", "i", "z", "y"] if SURVEY == "hsc" else ["u", "g", "r", "i", "z"]
 

@@ -21,7 +21,7 @@ rule baseline:
     conda:
         ENV
     shell:
-        "{CLUMPCAT} baseline --galaxies {input.galaxies} --cutouts {params.cutouts} "
+        "clumpcat baseline --galaxies {input.galaxies} --cutouts {params.cutouts} "
         "--status-in {input.status} --out {output.baseline} --status-out {output.status} 2> {log}"
 
 
@@ -48,7 +48,7 @@ rule evaluate:
     conda:
         ENV
     shell:
-        "{CLUMPCAT} evaluate --clumps {input.clumps} --truth {input.truth} "
+        "clumpcat evaluate --clumps {input.clumps} --truth {input.truth} "
         "--galaxies {input.galaxies} {params.options} --out-dir {params.out_dir} "
         "--metrics {output.metrics} 2> {log}"
 
@@ -79,6 +79,6 @@ rule plots:
     conda:
         ENV
     shell:
-        "{CLUMPCAT} plots --out-dir {params.out_dir} --evaluation {params.evaluation} "
+        "clumpcat plots --out-dir {params.out_dir} --evaluation {params.evaluation} "
         "{params.training} --catalogue {input.catalogue} --render {input.render} "
         "--clumps {input.clumps} --truth {input.truth} --threshold {params.threshold} 2> {log}"

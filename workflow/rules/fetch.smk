@@ -50,7 +50,7 @@ if FETCH and SURVEY == "sdss":
         conda:
             ENV
         shell:
-            "{CLUMPCAT} fetch sdss --galaxies {input.galaxies:q} --status {output.status:q} "
+            "clumpcat fetch sdss --galaxies {input.galaxies:q} --status {output.status:q} "
             "--info {output.info:q} --cutouts {params.cutouts:q} --cache {params.cache:q} "
             "--sas-root {params.sas_root:q} --skyserver-url {params.skyserver:q} "
             "--max-outside {params.max_outside} {params.common} --log {log:q}"
@@ -92,7 +92,7 @@ if FETCH and SURVEY == "hsc":
         conda:
             ENV
         shell:
-            "{CLUMPCAT} fetch hsc --galaxies {input.galaxies:q} --status {output.status:q} "
+            "clumpcat fetch hsc --galaxies {input.galaxies:q} --status {output.status:q} "
             "--info {output.info:q} --cutouts {params.cutouts:q} --cache {params.cache:q} "
             "--das-url {params.das_url:q} --psf-url {params.psf_url:q} --rerun {params.rerun} "
             "--username-env {params.username_env} --password-env {params.password_env} "
@@ -125,5 +125,5 @@ if lookup(dpath="crossmatch/hsc_objects", within=config, default=None) and confi
         conda:
             ENV
         shell:
-            "{CLUMPCAT} crossmatch --galaxies {input.galaxies:q} --hsc-objects {input.hsc:q} "
+            "clumpcat crossmatch --galaxies {input.galaxies:q} --hsc-objects {input.hsc:q} "
             "--out {output:q} --radius-arcsec {params.radius} --processed {params.processed} --log {log:q}"

@@ -24,7 +24,7 @@ rule photometry:
     conda:
         ENV
     shell:
-        "{CLUMPCAT} photometry --galaxies {input.galaxies} --clumps {input.clumps} "
+        "clumpcat photometry --galaxies {input.galaxies} --clumps {input.clumps} "
         "--cutouts {params.cutouts} --status-in {input.status} "
         "--status-out {output.status} --out {output.photometry} --bands {params.bands} "
         "--aperture-correction {params.correction} {params.ebv} 2> {log}"

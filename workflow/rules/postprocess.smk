@@ -24,7 +24,7 @@ rule postprocess:
     conda:
         ENV
     shell:
-        "{CLUMPCAT} postprocess --galaxies {input.galaxies} --detections {input.detections} "
+        "clumpcat postprocess --galaxies {input.galaxies} --detections {input.detections} "
         "--cutouts {params.cutouts} --status-in {input.status} "
         "--status-out {output.status} --out {output.clumps} "
         "--nms-iou {params.cfg[nms_iou]} --merge-fwhm {params.cfg[merge_fwhm]} "

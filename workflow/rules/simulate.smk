@@ -26,7 +26,7 @@ if SYNTHETIC or "training" in SAMPLES:
         conda:
             ENV
         shell:
-            "{CLUMPCAT} simulate --n {params.total} --seed {params.seed} "
+            "clumpcat simulate --n {params.total} --seed {params.seed} "
             "--first {params.first} --count {params.number} "
             "--galaxies {output.galaxies} --truth {output.truth} "
             "--cutouts {params.cutouts} 2> {log}"
@@ -50,7 +50,7 @@ if not SYNTHETIC:
         conda:
             ENV
         shell:
-            "{CLUMPCAT} validate --galaxies {input} --shard-size {params.shard_size} "
+            "clumpcat validate --galaxies {input} --shard-size {params.shard_size} "
             "--out-dir {params.out_dir} 2> {log}"
 
 
@@ -75,7 +75,7 @@ rule inject:
     conda:
         ENV
     shell:
-        "{CLUMPCAT} inject --galaxies {input.galaxies} --cutouts {params.cutouts} "
+        "clumpcat inject --galaxies {input.galaxies} --cutouts {params.cutouts} "
         "--out-cutouts {params.out_cutouts} --truth {output.truth} "
         "--seed {params.seed} --per-galaxy {params.per_galaxy} 2> {log}"
 
@@ -92,4 +92,4 @@ rule merge_galaxies:
     conda:
         ENV
     shell:
-        "{CLUMPCAT} merge {input} --out {output} 2> {log}"
+        "clumpcat merge {input} --out {output} 2> {log}"
