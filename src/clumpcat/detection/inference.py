@@ -25,7 +25,7 @@ import torch
 from astropy.io import fits
 from astropy.utils.exceptions import AstropyWarning
 from astropy.wcs import WCS
-from PIL import Image
+from torchvision.io import ImageReadMode, decode_image
 
 from clumpcat.constants import LABELS
 from clumpcat.detection.data import collate
@@ -71,12 +71,10 @@ class RenderedImages(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int):
         try:
-            with Image.open(self.pngs[index]) as img:
-                rgb = np.asarray(img.convert("RGB"))
-        except OSError as exc:
+            rgb = decode_image(self.pngs[index], mode=ImageReadMode.RGB)
+        except (OSError, RuntimeError) as exc:
             return None, self.objids[index], f"{self.pngs[index]}: unreadable PNG ({exc})"
-        image = torch.from_numpy(rgb.copy()).permute(2, 0, 1).float().div_(255.0)
-        return image, self.objids[index], ""
+        return rgb.float().div_(255.0), self.objids[index], ""
 
 
 def _cutout_wcs(path: Path) -> WCS:
