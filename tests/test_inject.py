@@ -11,8 +11,8 @@ import pytest
 from clumpcat.cli import main
 from clumpcat.constants import EXTINCTION_R, HSC_BANDS, SDSS_BANDS
 from clumpcat.errors import InputError
-from clumpcat.survey.segments import segment_galaxy
 from clumpcat.survey import inject
+from clumpcat.survey.segments import segment_galaxy
 from clumpcat.survey.simulate import observe
 from clumpcat.survey.simulate.truth import TRUTH_COLUMNS
 
