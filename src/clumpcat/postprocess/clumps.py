@@ -159,7 +159,7 @@ def apply_host_mask(x: np.ndarray, y: np.ndarray, host_mask: np.ndarray) -> np.n
     x, y : array_like
         Candidate centres in the cutout frame (pixels, 0-based).
     host_mask : ndarray of bool
-        Host segment from :func:`clumpcat.postprocess.hostmask.host_galaxy_mask`,
+        Host segment (:mod:`clumpcat.survey.segments`),
         cutout frame ``[y, x]``.
 
     Returns
