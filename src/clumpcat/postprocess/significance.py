@@ -22,11 +22,14 @@ Per band, at the candidate's centre:
 The bands combine as ``detection_snr = sqrt(sum_b max(snr_b, 0)^2)``: the
 chi detection statistic of Szalay, Connolly & Szokoly (1999) over positive
 fluxes. A clump is bright in every rendered band, so the quadrature sum
-grows as ``sqrt(3)`` x a single band's S/N, while pure noise at a fixed
-position exceeds 3 in only ~1% of cases (the maximum over bands would keep
-fewer faint clumps for a similar rejection of sky;
-``benchmarks/bench_snr_cut.py`` measures both). Negative fluxes (a hole in
-the light) add nothing.
+grows as ``sqrt(3)`` x a single band's S/N and a clump faint in each band
+still adds up, while pure noise at a fixed position exceeds 3 in ~1% of
+cases (null distribution known). Negative fluxes (a hole in the light) add
+nothing. The maximum over bands does about as well
+(``benchmarks/bench_snr_cut.py`` prints both: at a cut of 3 and 2.2x sky the
+quadrature keeps 98.7% of the clumps with u-band flux ratio >= 3% and rejects
+90% of empty-sky positions, the maximum 98.1% and 93%; both reject >99% of
+those where the host is fainter than the sky noise).
 
 Positions are in the *cutout* frame (0-based pixels, ``[y, x]``).
 """
