@@ -443,6 +443,14 @@ class PostprocessSettings(Settings):
         "(4.3.2 used 0.5; 0.25 keeps the faint outer disc).",
         minimum=0,
     )
+    # Measured on simulated surveys at x1, x1.6 and x2.2 sky noise
+    # (benchmarks/bench_snr_cut.py, README): S/N 3 keeps >99% of the clumps
+    # with u-band flux ratio >= 3% and rejects most empty-sky positions.
+    min_snr: float = setting(
+        3.0,
+        "Drop candidates whose own detection S/N (g, r, i apertures in quadrature) is below this; 0 keeps all.",
+        minimum=0,
+    )
 
 
 @dataclass(frozen=True)

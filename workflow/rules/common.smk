@@ -173,6 +173,15 @@ def survey_render_status(wildcards):
     return shard_path("survey", wildcards.shard, "status-render.parquet")
 
 
+def survey_segments(wildcards):
+    return shard_path("survey", wildcards.shard, "segments.npz")
+
+
+def min_snr_of(wildcards):
+    """postprocess.min_snr; 0 for the injected sample, whose evaluation measures what the cut costs."""
+    return 0.0 if wildcards.sample == "injected" else config["postprocess"]["min_snr"]
+
+
 def galaxies_of(wildcards):
     """A shard's galaxy table; injected shards share the survey's galaxies."""
     sample = "survey" if wildcards.sample == "injected" else wildcards.sample

@@ -58,6 +58,7 @@ rule inject:
     input:
         galaxies=survey_galaxies,
         status=survey_render_status,
+        segments=survey_segments,
     output:
         truth=f"{RESULTS}/injected/shards/{{shard}}/truth.parquet",
     params:
@@ -76,7 +77,7 @@ rule inject:
         ENV
     shell:
         "clumpcat inject --galaxies {input.galaxies} --cutouts {params.cutouts} "
-        "--out-cutouts {params.out_cutouts} --truth {output.truth} "
+        "--out-cutouts {params.out_cutouts} --truth {output.truth} --segments {input.segments} "
         "--seed {params.seed} --per-galaxy {params.per_galaxy} 2> {log}"
 
 

@@ -12,7 +12,8 @@ peaks of an unsharp-masked image inside the host galaxy:
    (MAD) off the host galaxy, and a contrast floor of 15 per cent of the
    local smooth host brightness, to get a significance map in sigma;
 4. keep local maxima of the significance above ``min_snr`` inside the host
-   mask (:func:`clumpcat.postprocess.hostmask.host_galaxy_mask`, Section 4.3.2) with
+   segment (:mod:`clumpcat.survey.segments`, Section 4.3.2; the stored one with
+   ``--segments``) with
    photutils ``find_peaks``, at least one FWHM apart (the merge distance of
    Section 4.3.2), leaving out the nucleus at the cutout centre.
 
@@ -47,6 +48,13 @@ from clumpcat.logs import progress
 from clumpcat.paths import objid_path
 from clumpcat.survey.cutouts import read_cutout
 from clumpcat.survey.galaxies import read_galaxies
+from clumpcat.survey.segments import (
+    SegmentSet,
+    add_segments_option,
+    read_segments,
+    segment_galaxy,
+    segment_shard,
+)
 from clumpcat.tables import ColumnDoc, write_table
 
 __all__ = [
@@ -309,8 +317,8 @@ def baseline_cutout(
     cutout : Cutout
         Multi-band cutout (nanomaggies); must hold ``r`` and ``bands``.
     host_mask : ndarray of bool, optional
-        Host galaxy mask; default :func:`clumpcat.postprocess.hostmask.host_galaxy_mask`
-        of the r band at the r-band FWHM.
+        Host galaxy mask (the galaxy's stored segment); default: segmented
+        here at the cutout centre (:func:`clumpcat.survey.segments.segment_galaxy`).
     bands : tuple of str
         Bands summed before peak finding.
     **kwargs
@@ -326,11 +334,7 @@ def baseline_cutout(
         raise CutoutError(f"{cutout.objid}.fits", f"missing band(s) {', '.join(missing)} for the baseline")
     fwhm = cutout.fwhm_pixels("r")
     if host_mask is None:
-        from clumpcat.postprocess.hostmask import host_galaxy_mask
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            host_mask = host_galaxy_mask(cutout.images["r"], fwhm)
+        host_mask = segment_galaxy(cutout).mask
     image = np.sum([np.asarray(cutout.images[b], dtype=float) for b in bands], axis=0)
     frame = find_clump_peaks(image, fwhm, host_mask, **kwargs)
     if len(frame):
@@ -354,6 +358,7 @@ def baseline_shard(
     cutout_dir: str | Path,
     *,
     bands: tuple[str, ...] = ("g", "r"),
+    segments: SegmentSet | None = None,
     **kwargs,
 ) -> tuple[pd.DataFrame, list[LedgerEntry]]:
     """Run the baseline over a shard's galaxies.
@@ -366,6 +371,9 @@ def baseline_shard(
         Folder of ``{objid}.fits`` cutouts.
     bands : tuple of str
         Bands summed before peak finding.
+    segments : SegmentSet, optional
+        The shard's stored host segments; a galaxy without one fails with
+        the reason. Default: each cutout segmented at its centre.
     **kwargs
         Passed to :func:`find_clump_peaks`.
 
@@ -381,7 +389,8 @@ def baseline_shard(
     for objid in progress(objids, "baseline"):
         try:
             cutout = read_cutout(objid_path(cutout_dir, objid, ".fits"))
-            parts.append(baseline_cutout(cutout, bands=bands, **kwargs))
+            mask = segments.mask_for(cutout) if segments is not None else None
+            parts.append(baseline_cutout(cutout, mask, bands=bands, **kwargs))
         except (ClumpcatError, ValueError) as exc:
             reason = getattr(exc, "reason", str(exc))
             log.warning("baseline: galaxy %s failed: %s", objid, reason)
@@ -411,6 +420,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--snr-half", type=float, default=5.0, help="significance that scores 0.5")
     parser.add_argument("--snr-scale", type=float, default=1.4, help="logistic width of the score (sigma)")
+    add_segments_option(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -422,10 +432,16 @@ def run(args: argparse.Namespace) -> int:
     bands = tuple(b.strip().lower() for b in args.bands.split(",") if b.strip())
     if not bands:
         raise InputError("--bands must name at least one band, e.g. 'g,r'")
+    segments = (
+        read_segments(args.segments)
+        if args.segments
+        else segment_shard(galaxies, args.cutouts, status=upstream)
+    )
     frame, failures = baseline_shard(
         todo,
         args.cutouts,
         bands=bands,
+        segments=segments,
         min_snr=args.min_snr,
         median_fwhm=args.median_fwhm,
         contrast=args.contrast,
