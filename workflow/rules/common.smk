@@ -7,7 +7,7 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from clumpcat.settings import DetectSettings, TrainingSettings, effective_config
+from clumpcat.settings import DetectSettings, PostprocessSettings, TrainingSettings, effective_config
 
 
 validate(config, schema="../schemas/config.schema.yaml")
@@ -177,9 +177,13 @@ def survey_segments(wildcards):
     return shard_path("survey", wildcards.shard, "segments.npz")
 
 
-def min_snr_of(wildcards):
-    """postprocess.min_snr; 0 for the injected sample, whose evaluation measures what the cut costs."""
-    return 0.0 if wildcards.sample == "injected" else config["postprocess"]["min_snr"]
+def postprocess_options(wildcards):
+    """postprocess settings as options; min_snr 0 for the injected sample, whose
+    evaluation measures what the S/N cut costs."""
+    section = dict(config.get("postprocess") or {})
+    if wildcards.sample == "injected":
+        section["min_snr"] = 0.0
+    return PostprocessSettings.cli_args(section)
 
 
 def galaxies_of(wildcards):
@@ -280,10 +284,6 @@ def training_option(wildcards, input):
 def sfd_option(wildcards):
     sfd = config["photometry"]["sfd_dir"]
     return f"--ebv-source sfd --sfd-dir {sfd}" if sfd else "--ebv-source table"
-
-
-def host_mask_option(wildcards):
-    return "" if config["postprocess"]["host_mask"] else "--no-host-mask"
 
 
 FIGURES = ["completeness_purity", "flux_ratio", "colour_colour", "gallery"]

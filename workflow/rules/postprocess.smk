@@ -13,10 +13,8 @@ rule postprocess:
         status=f"{RESULTS}/{{sample}}/shards/{{shard}}/status-postprocess.parquet",
     params:
         cutouts=cutouts_param,
-        cfg=config["postprocess"],
-        host_mask=host_mask_option,
+        settings=postprocess_options,
         floor=config["detect"]["score_floor"],
-        min_snr=min_snr_of,
     log:
         f"{RESULTS}/logs/postprocess/{{sample}}-{{shard}}.log",
     benchmark:
@@ -30,6 +28,4 @@ rule postprocess:
         "clumpcat postprocess --galaxies {input.galaxies} --detections {input.detections} "
         "--cutouts {params.cutouts} --status-in {input.status} "
         "--status-out {output.status} --out {output.clumps} "
-        "--nms-iou {params.cfg[nms_iou]} --merge-fwhm {params.cfg[merge_fwhm]} "
-        "--score-floor {params.floor} --segments {input.segments} --min-snr {params.min_snr} "
-        "{params.host_mask} 2> {log}"
+        "--score-floor {params.floor} --segments {input.segments} {params.settings} 2> {log}"

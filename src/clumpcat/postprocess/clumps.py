@@ -527,59 +527,27 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--status-out", required=True, help="this stage's status table (Parquet)")
     parser.add_argument("--out", required=True, help="clumps table to write (Parquet)")
     parser.add_argument(
-        "--nms-iou",
-        type=float,
-        default=NMS_IOU,
-        help="IoU threshold of the NMS (default %(default)s, Section 4.3.1)",
-    )
-    parser.add_argument(
-        "--merge-fwhm",
-        type=float,
-        default=MERGE_FWHM,
-        help="merge candidates within this many r-band FWHM (default %(default)s, Section 4.3.2)",
-    )
-    parser.add_argument(
         "--score-floor",
         type=float,
         default=DEFAULT_SCORE_FLOOR,
-        help="drop candidates scoring below this before NMS (default %(default)s)",
+        help="drop candidates scoring below this before NMS (detect.score_floor; default %(default)s)",
     )
-    parser.add_argument(
-        "--linkage",
-        choices=LINKAGES,
-        default="seed",
-        help="how chains of close candidates merge (default %(default)s)",
-    )
-    parser.add_argument(
-        "--host-nsigma",
-        type=float,
-        default=DEFAULT_NSIGMA,
-        help="host segment threshold in background RMS of the r image, when no --segments "
-        "(default %(default)s; Section 4.3.2 used 0.5)",
-    )
-    parser.add_argument(
-        "--min-snr",
-        type=float,
-        default=DEFAULT_MIN_SNR,
-        help="drop candidates whose detection S/N (g, r, i in quadrature) is below this; 0 keeps all "
-        "(default %(default)s)",
-    )
+    PostprocessSettings.add_options(parser)
     add_segments_option(parser)
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument(
-        "--no-host-mask", action="store_true", help="keep candidates outside the host galaxy's segment"
-    )
-    group.add_argument(
+    parser.add_argument(
         "--flag-outside-host",
         action="store_true",
-        help="keep candidates outside the host galaxy, with in_host False",
+        help="keep candidates outside the host galaxy, with in_host False (needs the host mask on)",
     )
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``clumpcat postprocess``; returns the exit status."""
-    mode = "off" if args.no_host_mask else ("flag" if args.flag_outside_host else "drop")
-    _check_options(args.score_floor, args.nms_iou, args.merge_fwhm, mode, args.linkage, args.min_snr)
+    cfg = PostprocessSettings.from_args(args)
+    if args.flag_outside_host and not cfg.host_mask:
+        raise InputError("--flag-outside-host needs the host mask: drop --no-host-mask")
+    mode = "off" if not cfg.host_mask else ("flag" if args.flag_outside_host else "drop")
+    _check_options(args.score_floor, cfg.nms_iou, cfg.merge_fwhm, mode, cfg.linkage, cfg.min_snr)
     segments = read_segments(args.segments) if args.segments and mode != "off" else None
     galaxies = read_galaxies(args.galaxies)
     detections = read_table(args.detections)
@@ -590,12 +558,12 @@ def run(args: argparse.Namespace) -> int:
         args.cutouts,
         status=status,
         score_floor=args.score_floor,
-        nms_iou=args.nms_iou,
-        merge_fwhm=args.merge_fwhm,
+        nms_iou=cfg.nms_iou,
+        merge_fwhm=cfg.merge_fwhm,
         host_mask=mode,
-        linkage=args.linkage,
-        host_nsigma=args.host_nsigma,
-        min_snr=args.min_snr,
+        linkage=cfg.linkage,
+        host_nsigma=cfg.host_nsigma,
+        min_snr=cfg.min_snr,
         segments=segments,
     )
     write_table(
@@ -606,13 +574,13 @@ def run(args: argparse.Namespace) -> int:
             "stage": "postprocess",
             "frame": "cutout",
             "score_floor": repr(args.score_floor),
-            "nms_iou": repr(args.nms_iou),
-            "merge_fwhm": repr(args.merge_fwhm),
-            "linkage": args.linkage,
+            "nms_iou": repr(cfg.nms_iou),
+            "merge_fwhm": repr(cfg.merge_fwhm),
+            "linkage": cfg.linkage,
             "host_mask": mode,
-            "host_nsigma": repr(segments.settings["nsigma"] if segments else args.host_nsigma),
+            "host_nsigma": repr(segments.settings["nsigma"] if segments else cfg.host_nsigma),
             "host_segments": str(args.segments) if segments else "computed here",
-            "min_snr": repr(args.min_snr),
+            "min_snr": repr(cfg.min_snr),
         },
     )
     write_status(args.status_out, galaxies["objid"].astype(str), failures, upstream=status)
