@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from astropy.stats import mad_std
+from astropy.stats import gaussian_fwhm_to_sigma, mad_std
 from photutils.detection import find_peaks
 from scipy import ndimage
 
@@ -70,7 +70,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
 
 #: Columns of ``baseline.parquet`` (the detections contract plus extras).
 BASELINE_COLUMNS: dict[str, ColumnDoc] = {
@@ -158,7 +157,7 @@ def significance_map(
         empty = np.full(image.shape, np.nan)
         return (empty, empty.copy()) if return_residual else empty
     filled = np.where(bad, np.nanmedian(image), image)
-    smooth = ndimage.gaussian_filter(filled, fwhm_px / _FWHM_PER_SIGMA, mode="nearest")
+    smooth = ndimage.gaussian_filter(filled, fwhm_px * gaussian_fwhm_to_sigma, mode="nearest")
     host_model = ndimage.median_filter(smooth, size=_odd(median_fwhm * fwhm_px), mode="nearest")
     residual = smooth - host_model
     outside = ~bad if host_mask is None else (~np.asarray(host_mask, dtype=bool) & ~bad)

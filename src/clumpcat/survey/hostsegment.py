@@ -24,7 +24,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from astropy.stats import SigmaClip
+from astropy.stats import SigmaClip, gaussian_fwhm_to_sigma, mad_std
 from photutils.background import Background2D, BkgZoomInterpolator, MedianBackground, StdBackgroundRMS
 from photutils.segmentation import SegmentationImage, detect_sources
 from photutils.utils import NoDetectionsWarning
@@ -42,8 +42,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: FWHM of a Gaussian in units of its standard deviation, 2 sqrt(2 ln 2).
-_FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
 #: A smoothed pixel whose Gaussian neighbourhood is more than half NaN is
 #: left out of the segmentation (too little data to say it is the galaxy).
 _MIN_VALID_WEIGHT = 0.5
@@ -97,7 +95,7 @@ def _smooth(image: np.ndarray, valid: np.ndarray, fwhm_px: float) -> tuple[np.nd
     Returns the smoothed image and the smoothed weight (fraction of valid
     pixels under the kernel).
     """
-    sigma = fwhm_px / _FWHM_PER_SIGMA
+    sigma = fwhm_px * gaussian_fwhm_to_sigma
     filled = np.where(valid, image, 0.0)
     smoothed = ndimage.gaussian_filter(filled, sigma, mode="nearest")
     if valid.all():
@@ -154,7 +152,7 @@ def _global_background(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray,
         if values.size == 0:
             break
         median = float(np.median(values))
-        std = 1.4826 * float(np.median(np.abs(values - median)))
+        std = float(mad_std(values))
         if std <= 0:
             std = float(np.std(values))
             break

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from astropy.stats import mad_std
 
 from clumpcat.constants import APERTURE_RADIUS_FWHM, SDSS_BANDS
 from clumpcat.errors import CutoutError, InputError
@@ -157,7 +158,7 @@ def _variance(cutout: Cutout, band: str) -> np.ndarray:
         return var
     image = cutout.images[band]
     finite = image[np.isfinite(image)]
-    rms = 1.4826 * np.median(np.abs(finite - np.median(finite)))
+    rms = mad_std(finite)
     return np.full(image.shape, rms**2)
 
 
