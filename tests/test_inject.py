@@ -131,7 +131,7 @@ def test_cli_skips_bad_cutouts_and_is_reproducible(cutout_dir, tmp_path):
         argv = [
             "inject", "--galaxies", table, "--cutouts", folder, "--out-cutouts", tmp_path / run / "cutouts",
             "--truth", tmp_path / run / "truth.parquet", "--seed", 9, "--per-galaxy", 2,
-            "--status", tmp_path / run / "status.parquet",
+            "--status-out", tmp_path / run / "status.parquet",
         ]  # fmt: skip
         assert main([str(a) for a in argv]) == 0
         outs.append(pd.read_parquet(tmp_path / run / "truth.parquet"))

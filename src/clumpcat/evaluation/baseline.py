@@ -406,7 +406,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--status-in", help="previous stage's status table; only 'ok' galaxies run")
     parser.add_argument("--out", required=True, help="output Parquet of baseline candidates")
     parser.add_argument("--status-out", help="write this stage's status table here")
-    parser.add_argument("--bands", default="g,r", help="comma-separated bands summed (default g,r)")
+    parser.add_argument(
+        "--bands", nargs="+", default=["g", "r"], help="bands summed into the detection image (default g r)"
+    )
     parser.add_argument("--min-snr", type=float, default=2.0, help="lowest peak significance kept (sigma)")
     parser.add_argument(
         "--median-fwhm", type=float, default=3.0, help="median filter width for the host, in FWHM"
@@ -428,9 +430,9 @@ def run(args: argparse.Namespace) -> int:
     objids = galaxies["objid"].tolist()
     upstream = read_status(args.status_in)
     todo = pending(objids, upstream)
-    bands = tuple(b.strip().lower() for b in args.bands.split(",") if b.strip())
+    bands = tuple(b.strip().lower() for b in args.bands if b.strip())
     if not bands:
-        raise InputError("--bands must name at least one band, e.g. 'g,r'")
+        raise InputError("--bands must name at least one band, e.g. '--bands g r'")
     segments = (
         read_segments(args.segments)
         if args.segments

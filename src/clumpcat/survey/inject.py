@@ -352,7 +352,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         metavar=("LOW", "HIGH"),
         help="log10 range of the u-band clump/host flux ratio (default -2.5 -0.5)",
     )
-    parser.add_argument("--status", type=Path, help="status table: one row per galaxy, failures with reasons")
+    parser.add_argument(
+        "--status-out", type=Path, help="status table: one row per galaxy, failures with reasons"
+    )
     add_segments_option(parser)
 
 
@@ -376,8 +378,8 @@ def run(args: argparse.Namespace) -> int:
         galaxies, args.cutouts, args.out_cutouts, args.seed, args.per_galaxy, (low, high), segments
     )
     write_table(truth, args.truth, TRUTH_COLUMNS, {"clumpcat_generator": "inject", "seed": str(args.seed)})
-    if args.status is not None:
-        write_status(args.status, galaxies["objid"].tolist(), failures)
+    if args.status_out is not None:
+        write_status(args.status_out, galaxies["objid"].tolist(), failures)
     log.info(
         "injected %d clumps into %d galaxies (%d skipped)",
         len(truth),
