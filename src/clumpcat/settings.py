@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from clumpcat.constants import (
+    HSC_MASK_PLANES,
     MERGE_FWHM,
     NMS_IOU,
     SCORE_THRESHOLD,
@@ -584,6 +585,11 @@ class HscSettings(Settings):
     )
     password_env: str = setting(
         "HSC_SSP_CAS_PASSWORD", "Environment variable holding the DAS password.", cli=False
+    )
+    mask_planes: list[str] = setting(
+        list(HSC_MASK_PLANES),
+        "HSC mask planes (MP_* bits of the DAS MASK) whose pixels become NaN with inverse variance 0.",
+        cli=False,
     )
 
 

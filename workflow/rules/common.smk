@@ -6,7 +6,7 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from clumpcat.settings import DetectSettings, TrainingSettings
+from clumpcat.settings import DetectSettings, HscSettings, TrainingSettings
 
 
 validate(config, schema="../schemas/config.schema.yaml")
