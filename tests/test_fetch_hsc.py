@@ -328,3 +328,50 @@ def test_cli_without_credentials_names_the_variables(tmp_path, monkeypatch, caps
     ]
     assert main(argv) == 1
     assert "HSC_SSP_CAS_USERNAME and HSC_SSP_CAS_PASSWORD" in capsys.readouterr().err
+
+
+def test_two_crossmatches_in_a_row_fetch_only_new_galaxies(tmp_path):
+    """Reruns over new HSC tables: each galaxy is fetched once, even after a later ledger replaces an earlier one."""
+    parent, ledger, history = (
+        tmp_path / "parent.parquet",
+        tmp_path / "ledger.parquet",
+        tmp_path / "history.parquet",
+    )
+    GALAXIES.iloc[:2].to_parquet(parent)  # h1, h2
+    arcsec = 1.0 / 3600.0
+    tables = {
+        1: pd.DataFrame({"object_id": [11], "ra": [34.000 + 0.2 * arcsec], "dec": [-5.000]}),  # matches h1
+        2: pd.DataFrame({"object_id": [11, 12], "ra": [34.000, 34.004], "dec": [-5.000, -4.997]}),  # h1, h2
+    }
+
+    def crossmatch(table):
+        objects, out = tmp_path / f"hsc{table}.csv", tmp_path / "matches.parquet"
+        tables[min(table, 2)].to_csv(objects, index=False)
+        argv = ["crossmatch", "--galaxies", str(parent), "--hsc-objects", str(objects), "--out", str(out)]
+        assert main(argv + ["--processed", str(ledger), "--history", str(history)]) == 0
+        return read_table(out)
+
+    def fetch_and_write_ledger(matches):
+        with _server() as server, _client(tmp_path) as client:
+            fetch_hsc(
+                matches,
+                tmp_path / "cutouts",
+                client,
+                tmp_path / "cache",
+                das_url=server.url + DAS_PATH,
+                psf_url=server.url + PSF_PATH,
+            )
+            requests = server.counts[DAS_PATH] + server.counts[PSF_PATH]
+        # the run's catalogue stage writes a ledger naming this run's galaxies only
+        pd.DataFrame({"objid": matches["objid"], "status": "ok"}).to_parquet(ledger)
+        return requests
+
+    first = crossmatch(1)
+    assert first["objid"].tolist() == ["h1"]
+    assert fetch_and_write_ledger(first) == 10  # 5 bands x (cutout + PSF)
+    second = crossmatch(2)
+    assert second["objid"].tolist() == ["h2"]  # h1 was processed by the first run
+    assert fetch_and_write_ledger(second) == 10
+    # The second run's ledger replaced the first's; the history still knows h1.
+    assert crossmatch(3).empty
+    assert set(read_table(history)["objid"]) == {"h1", "h2"}
