@@ -375,3 +375,17 @@ def test_two_crossmatches_in_a_row_fetch_only_new_galaxies(tmp_path):
     # The second run's ledger replaced the first's; the history still knows h1.
     assert crossmatch(3).empty
     assert set(read_table(history)["objid"]) == {"h1", "h2"}
+
+
+def test_psf_put_on_a_coarser_grid_keeps_its_width():
+    from clumpcat.survey.fetch.resample import psf_on_grid
+    from clumpcat.survey.psf import measure_fwhm
+
+    psf = draw_psf("moffat", 0.8 / SCALE, beta=2.5, half_width=30)  # 0.8" at 0.168"/px
+    coarse = psf_on_grid(psf, SCALE, 0.396)  # onto SDSS-like pixels
+    assert coarse.shape[0] % 2 == 1 and coarse.sum() == pytest.approx(1.0)
+    assert np.unravel_index(np.argmax(coarse), coarse.shape) == (coarse.shape[0] // 2,) * 2
+    # what 0.396" pixels collect of the same profile
+    expected = measure_fwhm(draw_psf("moffat", 0.8 / 0.396, beta=2.5, half_width=12)) * 0.396
+    assert measure_fwhm(coarse) * 0.396 == pytest.approx(expected, rel=0.03)
+    np.testing.assert_allclose(psf_on_grid(psf, SCALE, SCALE), psf / psf.sum())  # same grid: unchanged

@@ -479,3 +479,29 @@ def test_no_nan_rim_where_the_cutout_touches_the_frame_edge(sas):
     assert outside == pytest.approx(10 / side)
     assert np.isnan(image[:, :10]).all() and np.isfinite(image[:, 10:]).all()
     np.testing.assert_array_equal(image[:, 10:], frame.image[40:81, :31])  # the frame's own pixels
+
+
+def test_psfield_with_variable_length_rows_and_no_tdim(tmp_path):
+    # Another writer's layout of the same data model: RROWS as a variable-length
+    # array, C flat without TDIM (memory order of photo's c[row power][col power]).
+    lo, step = _kl_pair("r")
+    c = np.zeros((2, 25), np.float32)
+    c[0, 0] = 1.0
+    c[1, 5] = 1000.0 / NY  # [row power 1, col power 0]
+    hdus = [fits.PrimaryHDU()]
+    for _band in SDSS_BANDS:
+        rrows = np.empty(2, dtype=object)
+        rrows[:] = [lo.ravel().astype(np.float32), step.ravel().astype(np.float32)]
+        cols = [
+            fits.Column("RROWS", format="PE()", array=rrows),
+            fits.Column("RNROW", format="J", array=np.array([51, 51])),
+            fits.Column("RNCOL", format="J", array=np.array([51, 51])),
+            fits.Column("NROW_B", format="J", array=np.array([1, 2])),
+            fits.Column("NCOL_B", format="J", array=np.array([1, 1])),
+            fits.Column("C", format="25E", array=c),
+        ]
+        hdus.append(fits.BinTableHDU.from_columns(cols))
+    path = tmp_path / "psField.fit"
+    fits.HDUList(hdus).writeto(path)
+    basis = read_psfield(path)
+    np.testing.assert_allclose(basis["r"].at(100.0, 20.0), _expected_psf("r", 100.0), atol=1e-7)

@@ -112,7 +112,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         default=SKYSERVER_SQL_URL,
         help="SkyServer SqlSearch endpoint for galaxies without run/camcol/field ('none' to disable)",
     )
-    sdss.add_argument("--no-psfield", action="store_true", help="never fetch psField files for the PSF FWHM")
+    sdss.add_argument(
+        "--no-psfield",
+        action="store_true",
+        help="never fetch psField files: no PSF_<BAND> HDUs, psf_fwhm_{u,g,r,i,z} from the galaxy table",
+    )
     sdss.add_argument(
         "--max-outside",
         type=float,

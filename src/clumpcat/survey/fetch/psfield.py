@@ -92,6 +92,10 @@ def _band_basis(hdu, name: str, band: str) -> PsfBasis:
         eigen.append(flat[: rnrow * rncol].reshape(rnrow, rncol))
         nrow_b, ncol_b = int(data["NROW_B"][k]), int(data["NCOL_B"][k])
         c = np.asarray(data["C"][k], dtype=np.float64)
+        side = int(round(np.sqrt(c.size)))
+        if c.ndim == 1 and side * side == c.size:
+            # Without TDIM the flat column is the C array c[row power][col power] in memory order.
+            c = c.reshape(side, side)
         if c.ndim != 2 or c.shape[0] < nrow_b or c.shape[1] < ncol_b:
             raise TransferError(f"{name}: band {band} C has shape {c.shape}, need {nrow_b}x{ncol_b}")
         coeffs.append(c[:nrow_b, :ncol_b])

@@ -146,10 +146,10 @@ def psf_on_grid(psf: np.ndarray, psf_scale: float, grid_scale: float, rtol: floa
     """A PSF image on a cutout's pixel grid: odd side, centred, unit sum.
 
     An odd-sided image at the grid's scale is only normalised. Otherwise it
-    is resampled (cubic spline, about its centroid) onto an odd grid of
-    pixels ``grid_scale`` wide spanning the same field, so that the PSF of a
-    survey whose PSF images come at another scale (or with an even side)
-    matches the cutout contract.
+    is resampled (cubic spline about its centroid, averaged over each output
+    pixel) onto an odd grid of pixels ``grid_scale`` wide spanning the same
+    field, so that the PSF of a survey whose PSF images come at another scale
+    (or with an even side) matches the cutout contract.
 
     Parameters
     ----------
@@ -180,10 +180,16 @@ def psf_on_grid(psf: np.ndarray, psf_scale: float, grid_scale: float, rtol: floa
     yy, xx = np.indices(image.shape)
     yc, xc = (weights * yy).sum() / weights.sum(), (weights * xx).sum() / weights.sum()
     half = int(np.floor((min(image.shape) - 1) / 2.0 / ratio))
-    offsets = np.arange(-half, half + 1) * ratio
-    gy, gx = np.meshgrid(yc + offsets, xc + offsets, indexing="ij")
+    # Onto coarser pixels, integrate: the spline is averaged over n x n points
+    # per grid pixel, as a pixel collects light. Onto pixels as fine or finer,
+    # the input is already pixel-integrated and is only interpolated.
+    n = 1 if ratio <= 1.0 + rtol else 2 * int(np.ceil(ratio))
+    sub = (np.arange(n) + 0.5) / n - 0.5
+    axis = ((np.arange(-half, half + 1)[:, None] + sub[None, :]) * ratio).ravel()
+    gy, gx = np.meshgrid(yc + axis, xc + axis, indexing="ij")
     sampled = map_coordinates(image, [gy.ravel(), gx.ravel()], order=3, mode="constant", cval=0.0)
-    sampled = sampled.reshape(gy.shape)
+    side = 2 * half + 1
+    sampled = sampled.reshape(side, n, side, n).mean(axis=(1, 3))
     if not sampled.sum() > 0:
         raise ValueError("PSF image has no flux left after resampling")
     return sampled / sampled.sum()

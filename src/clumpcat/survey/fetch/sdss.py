@@ -388,9 +388,9 @@ def _rows_beyond(band: _Band, grid_wcs: WCS, side: int) -> tuple[bool, bool]:
     return bool(np.min(fy) < -0.5), bool(np.max(fy) > band.image.shape[0] - 0.5)
 
 
-def _sample(band: _Band, grid_wcs: WCS, side: int, position: SkyCoord) -> tuple[np.ndarray, np.ndarray]:
-    image, ivar = sample_on_grid([band.image, band.ivar], band.wcs, grid_wcs, side, position)
-    return image, ivar
+def _sample(band: _Band, grid_wcs: WCS, side: int, position: SkyCoord) -> list[np.ndarray]:
+    """Image and inverse variance of one frame on the cutout grid (NaN off the frame)."""
+    return sample_on_grid([band.image, band.ivar], band.wcs, grid_wcs, side, position)
 
 
 def _cut_field(
