@@ -342,7 +342,7 @@ def psf_at(basis: PsfBasis, wcs: WCS, position: SkyCoord, grid_scale: float) -> 
 
 @dataclass
 class _Band:
-    """What a cutout needs of one frame: pixels, inverse variance, WCS, shape."""
+    """What a cutout needs of one frame: pixels, inverse variance and WCS."""
 
     image: np.ndarray
     ivar: np.ndarray
