@@ -80,6 +80,33 @@ def test_dry_run_on_a_large_user_table(tmp_path):
     assert "train" not in counts and "simulate" not in counts and "evaluate" not in counts
 
 
+def test_hsc_rerun_config_crossmatches_first_then_fetches(tmp_path):
+    parent = tmp_path / "parent.parquet"
+    pd.DataFrame(
+        {"objid": ["a", "b"], "ra": [1.0, 2.0], "dec": [0.0, 0.1], "petro_r90_r": [2.0, 3.0]}
+    ).to_parquet(parent)
+    pd.DataFrame({"object_id": [1], "ra": [1.0], "dec": [0.0]}).to_parquet(tmp_path / "hsc.parquet")
+    (tmp_path / "model.pt").write_bytes(b"")
+    results = tmp_path / "out"
+    config = {
+        "survey": "hsc",
+        "results": str(results),
+        "model": str(tmp_path / "model.pt"),
+        "galaxies": str(results / "crossmatch/hsc-galaxies.parquet"),
+        "crossmatch": {"galaxies": str(parent), "hsc_objects": str(tmp_path / "hsc.parquet")},
+    }
+    (tmp_path / "hsc.yaml").write_text(yaml.safe_dump(config))
+    # Before the cross-match has written the galaxy table, its target still runs.
+    done = snakemake("-n", "-p", "crossmatch", "--configfile", str(tmp_path / "hsc.yaml"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"--processed '{results}/ledger.parquet'" in done.stdout  # the ledger this run's catalogue writes
+    assert f"--history {results}/crossmatch/processed.parquet" in done.stdout
+    config["crossmatch"].pop("galaxies")
+    (tmp_path / "hsc.yaml").write_text(yaml.safe_dump(config))
+    done = snakemake("-n", "crossmatch", "--configfile", str(tmp_path / "hsc.yaml"))
+    assert done.returncode != 0 and "set 'crossmatch.galaxies'" in done.stderr + done.stdout
+
+
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory):
     """The default pipeline, shrunk: a real simulate -> train -> catalogue -> evaluation run."""

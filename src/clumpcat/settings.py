@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from clumpcat.constants import (
+    HSC_MASK_PLANES,
     MERGE_FWHM,
     NMS_IOU,
     SCORE_THRESHOLD,
@@ -593,6 +594,11 @@ class HscSettings(Settings):
     password_env: str = setting(
         "HSC_SSP_CAS_PASSWORD", "Environment variable holding the DAS password.", cli=False
     )
+    mask_planes: list[str] = setting(
+        list(HSC_MASK_PLANES),
+        "HSC mask planes (MP_* bits of the DAS MASK) whose pixels become NaN with inverse variance 0.",
+        cli=False,
+    )
 
 
 @dataclass(frozen=True)
@@ -603,10 +609,17 @@ class CrossmatchSettings(Settings):
     hsc_objects: str | None = setting(
         None, "New HSC object table (object_id, ra, dec); null disables the target.", cli=False
     )
+    galaxies: str | None = setting(
+        None,
+        "Parent galaxy table matched against the HSC objects; null uses `galaxies` (for an HSC run whose "
+        "`galaxies` is this target's output, give the parent table here).",
+        cli=False,
+    )
     radius_arcsec: float = setting(1.0, "Match radius in arcsec.", cli=False, exclusive_minimum=0)
     processed: list[str] | None = setting(
         None,
-        "Earlier ledgers/catalogues whose galaxies are left out; null uses {results}/hsc/ledger.parquet.",
+        "Earlier ledgers/catalogues whose galaxies are left out; null uses {results}/ledger.parquet, the "
+        "ledger this results folder's catalogue writes (plus the history {results}/crossmatch/processed.parquet).",
         cli=False,
     )
     out: str | None = setting(

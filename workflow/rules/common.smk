@@ -7,7 +7,7 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from clumpcat.settings import DetectSettings, PostprocessSettings, TrainingSettings, effective_config
+from clumpcat.settings import DetectSettings, HscSettings, PostprocessSettings, TrainingSettings, effective_config
 
 
 validate(config, schema="../schemas/config.schema.yaml")
@@ -59,7 +59,24 @@ def shard_ids(n):
     return [f"{k:05d}" for k in range(math.ceil(n / SHARD_SIZE))]
 
 
-N_SURVEY = config["simulate"]["n_galaxies"] if SYNTHETIC else count_galaxies(config["galaxies"])
+#: HSC reruns (`snakemake crossmatch`): the new HSC object table, the parent galaxy
+#: table it is matched against, and the galaxy table of new matches it writes.
+CROSSMATCH_OBJECTS = lookup(dpath="crossmatch/hsc_objects", within=config, default=None)
+CROSSMATCH_PARENT = lookup(dpath="crossmatch/galaxies", within=config, default=None) or config["galaxies"]
+CROSSMATCH_OUT = (
+    lookup(dpath="crossmatch/out", within=config, default=None) or f"{RESULTS}/crossmatch/hsc-galaxies.parquet"
+)
+if CROSSMATCH_OBJECTS and CROSSMATCH_PARENT == CROSSMATCH_OUT:
+    raise ValueError(
+        f"'galaxies' is the cross-match output {CROSSMATCH_OUT}: set 'crossmatch.galaxies' to the parent "
+        "galaxy table the HSC objects are matched against"
+    )
+if SYNTHETIC:
+    N_SURVEY = config["simulate"]["n_galaxies"]
+elif CROSSMATCH_OBJECTS and config["galaxies"] == CROSSMATCH_OUT and not Path(CROSSMATCH_OUT).exists():
+    N_SURVEY = 0  # `snakemake crossmatch` writes the galaxy table first
+else:
+    N_SURVEY = count_galaxies(config["galaxies"])
 SAMPLES = {"survey": N_SURVEY}
 if TRAIN and config["training"]["labels"] is None:
     SAMPLES["training"] = config["training"]["n_galaxies"]
