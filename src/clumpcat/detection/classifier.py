@@ -17,7 +17,8 @@ classifier is composed of
   cpu-small    the ``cpu-small`` detector's body   random
   ============ =================================== ==============================
 
-* global average pooling and one linear layer giving the clumpy logit.
+* global average and maximum pooling and one linear layer giving the
+  clumpy logit.
 
 The encoder file (:func:`save_encoder`) is a ``torch.save`` dict readable
 with ``weights_only=True``: ``{"model": encoder state dict (torchvision key
@@ -120,7 +121,7 @@ def _encoder_body(encoder: str) -> tuple[nn.Module, int]:
 
 
 class ClumpyClassifier(nn.Module):
-    """Encoder -> global average pool -> one logit (clumpy).
+    """Encoder -> global mean and max pool -> one logit (clumpy).
 
     Parameters
     ----------
@@ -137,19 +138,21 @@ class ClumpyClassifier(nn.Module):
         super().__init__()
         self.config = config
         self.encoder, channels = _encoder_body(config.encoder)
-        self.head = nn.Linear(channels, 1)
+        self.head = nn.Linear(2 * channels, 1)
         self.register_buffer("mean", torch.tensor(config.image_mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(config.image_std).view(1, 3, 1, 1), persistent=False)
 
     def features(self, images: Tensor) -> Tensor:
-        """Pooled encoder features (N x channels) of [0, 1] RGB images."""
+        """Pooled encoder features (N x 2 channels: mean, then max) of [0, 1] RGB images."""
         e = self.encoder
         x = (images - self.mean) / self.std
         x = e.maxpool(e.relu(e.bn1(e.conv1(x))))
         for name, module in e.named_children():
             if name.startswith("layer"):
                 x = module(x)
-        return torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)
+        # Mean and maximum over the image: a galaxy is clumpy when one place
+        # of it holds a clump, which the maximum sees and the mean dilutes.
+        return torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)
 
     def forward(self, images: Tensor) -> Tensor:
         """Clumpy logits, shape (N,)."""
