@@ -180,6 +180,19 @@ def test_trained_encoder_round_trip_into_a_detector_training_step(tmp_path):
     )  # frozen, Table 2
 
 
+def test_a_killed_run_resumes_after_its_last_epoch(tmp_path):
+    render, truth = _render_set(tmp_path, n=20, size=48)
+    kwargs = dict(truth_paths=[truth], image_size=32, batch_size=8, device="cpu", seed=2)
+    train_classifier([render], tmp_path / "a", epochs=2, **kwargs)
+    train_classifier([render], tmp_path / "b", epochs=1, **kwargs)
+    train_classifier([render], tmp_path / "b", epochs=2, **kwargs)  # picks up checkpoint.pt
+    full, resumed = (pd.read_csv(tmp_path / d / "history.csv") for d in ("a", "b"))
+    assert resumed["epoch"].tolist() == [0, 1]
+    pd.testing.assert_frame_equal(full.drop(columns="seconds"), resumed.drop(columns="seconds"))
+    with pytest.raises(InputError, match="written for another encoder"):
+        train_classifier([render], tmp_path / "b", epochs=3, **{**kwargs, "image_size": 40})
+
+
 def test_cli_errors_name_the_option_and_the_file(tmp_path, caplog):
     render, truth = _render_set(tmp_path, n=6, size=40)
     caplog.set_level(logging.ERROR)
