@@ -7,7 +7,14 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from clumpcat.settings import DetectSettings, HscSettings, PostprocessSettings, TrainingSettings, effective_config
+from clumpcat.settings import (
+    DetectSettings,
+    HscSettings,
+    PostprocessSettings,
+    SimulateSettings,
+    TrainingSettings,
+    effective_config,
+)
 
 
 validate(config, schema="../schemas/config.schema.yaml")
@@ -251,6 +258,8 @@ def backbone_weights_option(wildcards):
 
 #: The training and detection settings of config.yaml as the stages' options.
 TRAINING_OPTIONS = TrainingSettings.cli_args(config.get("training"))
+#: Observing conditions of both synthetic samples (survey and training survey).
+SIMULATE_OPTIONS = SimulateSettings.cli_args(config.get("simulate"))
 DETECT_OPTIONS = DetectSettings.cli_args(config.get("detect"))
 
 

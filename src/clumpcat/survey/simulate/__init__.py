@@ -2,7 +2,9 @@
 
 Modules, one job each: :mod:`.colours` (SEDs), :mod:`.hosts` (disc, bulge,
 arms, bars), :mod:`.sources` (clumps, stars, background galaxies),
-:mod:`.observe` (PSF, reddening, noise, WCS), :mod:`.truth` (truth table),
+:mod:`.conditions` (sky noise, seeing range and PSF shape per galaxy),
+:mod:`.psfs` (the PSF images, drawn to a half-maximum FWHM),
+:mod:`.observe` (convolution, reddening, noise, WCS), :mod:`.truth` (truth table),
 :mod:`.survey` (the driver) and :mod:`.cli`.
 """
 
