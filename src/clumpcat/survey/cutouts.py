@@ -5,7 +5,8 @@ letter, pixels in nanomaggies (``BUNIT = 'nanomaggy'``), a celestial WCS and
 ``PSF_FWHM`` in arcsec; optional ``IVAR_<BAND>`` HDUs with the inverse
 variance in nanomaggy^-2; optional ``PSF_<BAND>`` HDUs with the band's PSF at
 the galaxy (odd side, the cutout's pixel grid, centred, unit sum; see
-:mod:`clumpcat.survey.psf`). Anyone can bring their own cutouts in this form.
+:mod:`clumpcat.survey.psf`); an optional ``NOISECOR`` keyword (band or IVAR
+HDU): the pixel noise over the IVAR plane's sigma. Anyone can bring their own cutouts in this form.
 """
 
 from __future__ import annotations
@@ -45,6 +46,10 @@ class Cutout:
     psf : dict of str to ndarray
         Band to the PSF image at the galaxy (odd side, unit sum; may be
         empty: the pipeline then falls back to an analytic profile).
+    noise_scale : dict of str to float
+        Band to the ratio of the pixel noise to the IVAR plane's sigma
+        (header ``NOISECOR`` of the band or its IVAR HDU; HSC variance planes
+        underestimate the noise of resampled coadds). Absent bands: 1.
     """
 
     objid: str
@@ -53,6 +58,7 @@ class Cutout:
     psf_fwhm: dict[str, float]
     ivar: dict[str, np.ndarray] = field(default_factory=dict)
     psf: dict[str, np.ndarray] = field(default_factory=dict)
+    noise_scale: dict[str, float] = field(default_factory=dict)
 
     @property
     def bands(self) -> tuple[str, ...]:
@@ -99,6 +105,8 @@ def write_cutout(path: str | Path, cutout: Cutout) -> Path:
         hdu.header["BUNIT"] = "nanomaggy"
         hdu.header["PSF_FWHM"] = (float(cutout.psf_fwhm[band]), "[arcsec] PSF FWHM")
         hdu.header["FILTER"] = band
+        if band in cutout.noise_scale:
+            hdu.header["NOISECOR"] = (float(cutout.noise_scale[band]), "pixel noise / IVAR sigma")
         hdus.append(hdu)
     for band, ivar in cutout.ivar.items():
         hdu = fits.ImageHDU(np.asarray(ivar, dtype=np.float32), header=header, name=f"IVAR_{band.upper()}")
@@ -197,6 +205,14 @@ def read_cutout(path: str | Path, bands: tuple[str, ...] | None = None) -> Cutou
         images[band] = data
         psf[band] = fwhm
     ivars = {b: v for b, (v, _h) in ivar.items() if b in images and v.shape == shape}
+    noise_scale = {}
+    for band in images:
+        headers = [found[band][1]] + ([ivar[band][1]] if band in ivars else [])
+        values = [float(h["NOISECOR"]) for h in headers if "NOISECOR" in h]
+        if values:
+            if not (np.isfinite(values[-1]) and values[-1] > 0):
+                raise CutoutError(path, f"band {band.upper()}: NOISECOR must be > 0, got {values[-1]}")
+            noise_scale[band] = values[-1]
     psf_images = {}
     for band, image in psfs.items():
         if band not in images:
@@ -205,4 +221,12 @@ def read_cutout(path: str | Path, bands: tuple[str, ...] | None = None) -> Cutou
             psf_images[band] = normalise_psf(image, what=f"PSF_{band.upper()}")
         except ValueError as exc:
             raise CutoutError(path, str(exc)) from exc
-    return Cutout(objid=path.stem, images=images, wcs=wcs, psf_fwhm=psf, ivar=ivars, psf=psf_images)
+    return Cutout(
+        objid=path.stem,
+        images=images,
+        wcs=wcs,
+        psf_fwhm=psf,
+        ivar=ivars,
+        psf=psf_images,
+        noise_scale=noise_scale,
+    )
