@@ -3,10 +3,12 @@
 Hosts come from the project's simulator (``clumpcat.survey.simulate``,
 conditions as they are: seeing, sky, host structure, background galaxies),
 rendered noiseless and without their own clumps or stars. Into each host
-``--per-galaxy`` point sources of known g and r flux are injected at
-sub-pixel positions on the disc (at least 6 FWHM apart, so every one is
-isolated), drawn with :func:`clumpcat.survey.psf.draw_psf` for each PSF
-family:
+point sources of known g and r flux are injected at sub-pixel positions,
+drawn with :func:`clumpcat.survey.psf.draw_psf` for each PSF family: by
+default the simulator's own clumps that have no other source within 4 FWHM
+(their positions and fluxes, so the S/N distribution is the survey's), or
+with ``--fluxes loguniform`` ``--per-galaxy`` sources on the disc, 6 FWHM
+apart, of S/N log-uniform in ``--snr-min``..``--snr-max``. Families:
 
 - ``gaussian``;
 - ``moffat2.5``: Moffat, beta = 2.5 (broad wings);
@@ -43,14 +45,14 @@ import numpy as np
 import pandas as pd
 from photutils.aperture import CircularAperture, aperture_photometry
 
-from clumpcat.constants import APERTURE_RADIUS_FWHM, SDSS_PIXEL_SCALE
+from clumpcat.constants import APERTURE_RADIUS_FWHM, SDSS_BANDS, SDSS_PIXEL_SCALE
 from clumpcat.photometry.apertures import BACKGROUND_METHODS, PhotometrySettings, measure_galaxy
 from clumpcat.postprocess.hostmask import host_galaxy_mask
 from clumpcat.survey.cutouts import Cutout
 from clumpcat.survey.psf import draw_psf, measure_fwhm, stamp_half_width
 from clumpcat.survey.simulate import observe
 from clumpcat.survey.simulate.sources import draw_positions
-from clumpcat.survey.simulate.survey import draw_galaxy, render_galaxy
+from clumpcat.survey.simulate.survey import draw_galaxy, render_galaxy, source_fluxes
 
 #: PSF families injected: name -> draw_psf arguments.
 FAMILIES: dict[str, dict] = {
@@ -66,41 +68,76 @@ STAMP_EXTENT_FWHM = 6.0
 
 @dataclasses.dataclass
 class Host:
-    """A noiseless simulated host and where its injections go."""
+    """A noiseless simulated host and the point sources injected into it."""
 
     objid: str
     images: dict[str, np.ndarray]
     wcs: object
     fwhm_px: dict[str, float]
     xy: np.ndarray
-    snr_target: dict[str, np.ndarray]
+    flux: dict[str, np.ndarray] | None = None  # nanomaggies, or None: from snr_target
+    snr_target: dict[str, np.ndarray] | None = None
 
 
-def make_hosts(seed: int, n_gal: int, per_galaxy: int, snr_range: tuple[float, float]) -> list[Host]:
-    """Simulated hosts (no clumps, no stars, no noise) with injection positions."""
+def _simulator_clumps(model, fmax: float, edge: float) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The simulator's own clumps of ``model`` with no other source within 4 FWHM."""
+    xy = np.array([(s.x, s.y) for s in model.sources]).reshape(-1, 2)
+    _host, flux = source_fluxes(model)
+    keep = []
+    for k, src in enumerate(model.sources):
+        others = np.hypot(*(xy - xy[k]).T)
+        inside = edge <= src.x <= model.side - 1 - edge and edge <= src.y <= model.side - 1 - edge
+        if src.kind == "clump" and inside and np.sum(others < 4.0 * fmax) == 1:
+            keep.append(k)
+    return xy[keep], {b: flux[keep, SDSS_BANDS.index(b)] for b in BANDS}
+
+
+def make_hosts(seed: int, n_gal: int, args) -> list[Host]:
+    """Simulated hosts (no clumps, no stars, no noise) with the sources to inject.
+
+    ``args.fluxes == 'simulator'``: the simulator's own isolated clumps
+    (positions and fluxes), drawn as point sources; ``'loguniform'``:
+    ``args.per_galaxy`` positions on the disc, 6 FWHM apart, with S/N
+    log-uniform in ``[args.snr_min, args.snr_max]``.
+    """
     hosts = []
     index = 0
     while len(hosts) < n_gal:
-        model = dataclasses.replace(draw_galaxy(seed, index), sources=())
+        drawn = draw_galaxy(seed, index)
+        model = dataclasses.replace(drawn, sources=())
         index += 1
-        rendered = render_galaxy(model, noise=False)
         rng = np.random.default_rng([seed, index, 7])
         fwhm_px = {b: model.psf_fwhm[b] / SDSS_PIXEL_SCALE for b in BANDS}
         fmax = max(fwhm_px.values())
         edge = 2.5 * fmax + 3
-        xy: list[np.ndarray] = []
-        for p in draw_positions(rng, model.host, 20 * per_galaxy, model.side):
-            inside = edge <= p[0] <= model.side - 1 - edge and edge <= p[1] <= model.side - 1 - edge
-            if inside and all(np.hypot(*(p - q)) >= 6.0 * fmax for q in xy):
-                xy.append(p)
-            if len(xy) == per_galaxy:
-                break
-        if not xy:
+        if args.fluxes == "simulator":
+            xy, flux = _simulator_clumps(drawn, fmax, edge)
+            if not len(xy):
+                continue
+            rendered = render_galaxy(model, noise=False)
+            hosts.append(Host(model.objid, rendered.model_images, rendered.cutout.wcs, fwhm_px, xy, flux))
             continue
-        lo, hi = np.log(snr_range[0]), np.log(snr_range[1])
-        snr = {b: np.exp(rng.uniform(lo, hi, len(xy))) for b in BANDS}
+        points: list[np.ndarray] = []
+        for p in draw_positions(rng, model.host, 20 * args.per_galaxy, model.side):
+            inside = edge <= p[0] <= model.side - 1 - edge and edge <= p[1] <= model.side - 1 - edge
+            if inside and all(np.hypot(*(p - q)) >= 6.0 * fmax for q in points):
+                points.append(p)
+            if len(points) == args.per_galaxy:
+                break
+        if not points:
+            continue
+        lo, hi = np.log(args.snr_min), np.log(args.snr_max)
+        snr = {b: np.exp(rng.uniform(lo, hi, len(points))) for b in BANDS}
+        rendered = render_galaxy(model, noise=False)
         hosts.append(
-            Host(model.objid, rendered.model_images, rendered.cutout.wcs, fwhm_px, np.array(xy), snr)
+            Host(
+                model.objid,
+                rendered.model_images,
+                rendered.cutout.wcs,
+                fwhm_px,
+                np.array(points),
+                snr_target=snr,
+            )
         )
     return hosts
 
@@ -117,8 +154,10 @@ def inject(host: Host, family: str, rng: np.random.Generator):
         psf = draw_psf(name, fwhm, half_width=half, **kwargs)
         measured = measure_fwhm(psf)
         radius = APERTURE_RADIUS_FWHM * measured
-        sky = observe.sky_sigma(band)
-        flux = host.snr_target[band] * sky * np.sqrt(np.pi) * radius
+        if host.flux is not None:
+            flux = host.flux[band]
+        else:
+            flux = host.snr_target[band] * observe.sky_sigma(band) * np.sqrt(np.pi) * radius
         model = np.array(host.images[band], dtype=np.float64)
         for (x, y), f in zip(host.xy, flux, strict=True):
             ix, iy = int(np.rint(x)), int(np.rint(y))
@@ -140,11 +179,13 @@ def inject(host: Host, family: str, rng: np.random.Generator):
 def run_bench(args) -> pd.DataFrame:
     """Measure every host x family x mode; one row per injected clump, band and mode."""
     start = time.perf_counter()
-    hosts = make_hosts(args.seed, args.galaxies, args.per_galaxy, (args.snr_min, args.snr_max))
+    hosts = make_hosts(args.seed, args.galaxies, args)
     print(f"{len(hosts)} hosts rendered in {time.perf_counter() - start:.1f} s", flush=True)
     settings = PhotometrySettings(correction=args.fallback, background=args.background)
     rows = []
     for f_index, family in enumerate(FAMILIES):
+        if family not in args.families:
+            continue
         t0 = time.perf_counter()
         for h_index, host in enumerate(hosts):
             rng = np.random.default_rng([args.seed, h_index, f_index, 11])
@@ -210,7 +251,13 @@ def summarise(data: pd.DataFrame) -> pd.DataFrame:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--galaxies", type=int, default=120, help="simulated hosts")
-    parser.add_argument("--per-galaxy", type=int, default=3, help="point sources injected per host")
+    parser.add_argument(
+        "--fluxes",
+        choices=("simulator", "loguniform"),
+        default="simulator",
+        help="inject the simulator's own isolated clumps, or --per-galaxy sources of log-uniform S/N",
+    )
+    parser.add_argument("--per-galaxy", type=int, default=3, help="point sources per host (loguniform)")
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--snr-min", type=float, default=4.0, help="lowest target S/N (log-uniform)")
     parser.add_argument("--snr-max", type=float, default=200.0, help="highest target S/N")
@@ -221,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         default="moffat",
         help="analytic PSF without a PSF image",
     )
+    parser.add_argument("--families", nargs="+", choices=list(FAMILIES), default=list(FAMILIES))
     parser.add_argument("--save", help="write the per-clump table (Parquet) here")
     args = parser.parse_args(argv)
     data = run_bench(args)

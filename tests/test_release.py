@@ -68,6 +68,11 @@ def test_readme_lists_every_column(run_dir):
     assert "input galaxies: 3" in text
     assert "detection score threshold: 0.3" in text
     assert release_readme(model).count("\n| ") >= len(model.columns)
+    # The photometry as this run applied it (settings recorded by the stage).
+    assert "a 3-sigma-clipped quadratic surface fitted to the annulus" in text
+    assert "else of an analytic gaussian profile" in text
+    assert "r: 1 gaussian" in text
+    assert "Gaussian-PSF" not in text
 
 
 def test_provenance(run_dir):

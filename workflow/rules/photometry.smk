@@ -13,6 +13,7 @@ rule photometry:
         cutouts=cutouts_param,
         bands=" ".join(BANDS),
         correction=config["photometry"]["aperture_correction"],
+        background=config["photometry"]["background"],
         ebv=sfd_option,
     log:
         f"{RESULTS}/logs/photometry/{{sample}}-{{shard}}.log",
@@ -27,4 +28,5 @@ rule photometry:
         "{CLUMPCAT} photometry --galaxies {input.galaxies} --clumps {input.clumps} "
         "--cutouts {params.cutouts} --status-in {input.status} "
         "--status-out {output.status} --out {output.photometry} --bands {params.bands} "
-        "--aperture-correction {params.correction} {params.ebv} 2> {log}"
+        "--aperture-correction {params.correction} --background {params.background} "
+        "{params.ebv} 2> {log}"

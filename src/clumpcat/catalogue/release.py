@@ -38,6 +38,7 @@ __all__ = [
     "RELEASE_FILES",
     "PROVENANCE_PACKAGES",
     "sha256_file",
+    "photometry_text",
     "release_readme",
     "provenance",
     "write_sha256sums",
@@ -80,7 +81,66 @@ def _md_cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def release_readme(model: DataModel, counts: dict | None = None) -> str:
+#: How each annulus background estimator is described in the README.
+_BACKGROUND_TEXT = {
+    "median": "the annulus median (App. E)",
+    "mean": "the 3-sigma-clipped annulus mean",
+    "plane": "a 3-sigma-clipped plane fitted to the annulus, evaluated at the clump",
+    "radial": "a 3-sigma-clipped fit a + k r^2 to the annulus, averaged over the aperture",
+    "quadratic": "a 3-sigma-clipped quadratic surface fitted to the annulus, averaged over the aperture",
+}
+
+
+def photometry_text(photometry: dict | None) -> str:
+    """The README's account of the photometry, from the run's recorded settings.
+
+    Parameters
+    ----------
+    photometry : dict, optional
+        ``aperture_correction`` (the analytic fallback profile),
+        ``aperture_radius_fwhm``, ``annulus_fwhm``, ``background`` as the
+        photometry stage records them (strings), and ``apcorr_sources``:
+        band -> {source: rows} counted in the catalogue. Missing entries are
+        said to be unrecorded.
+
+    Returns
+    -------
+    str
+    """
+    photometry = photometry or {}
+    radius = photometry.get("aperture_radius_fwhm", "1.125")
+    annulus = "-".join(str(photometry.get("annulus_fwhm", "1.5 2.5")).split())
+    background = photometry.get("background")
+    bkg_text = _BACKGROUND_TEXT.get(background, "an estimator not recorded in the catalogue")
+    fallback = photometry.get("aperture_correction")
+    fallback_text = (
+        f"an analytic {fallback} profile of the band's FWHM"
+        if fallback
+        else "an analytic profile (not recorded in the catalogue)"
+    )
+    text = (
+        f"Clump fluxes come from a circular aperture of {radius} x the band's PSF FWHM, minus "
+        f"the host's light under the clump from an annulus of {annulus} x FWHM: {bkg_text}, with "
+        "other clumps and the area outside the host masked and the clump's own PSF wing removed. "
+        "The result is divided by the PSF's encircled energy within that aperture, at the "
+        "clump's position and without the aperture's bad pixels: the encircled energy of the "
+        "cutout's own PSF image (`PSF_<BAND>` HDU) where it has one, else of "
+        f"{fallback_text}; `apcorr_source_<b>` says which, row by row (`psf` or the profile). "
+        "Flux errors hold the pixel noise in the aperture and in the background, the host's "
+        "structure under the annulus and the aperture correction's uncertainty (PSF width, "
+        "centroid and, for the analytic fallback, the profile's shape)."
+    )
+    sources = photometry.get("apcorr_sources") or {}
+    if sources:
+        parts = []
+        for band, found in sources.items():
+            listed = ", ".join(f"{n} {name}" for name, n in sorted(found.items()))
+            parts.append(f"{band}: {listed}")
+        text += " In this release: " + "; ".join(parts) + "."
+    return text
+
+
+def release_readme(model: DataModel, counts: dict | None = None, photometry: dict | None = None) -> str:
     """The release README (Markdown), generated from the data model.
 
     Parameters
@@ -89,6 +149,9 @@ def release_readme(model: DataModel, counts: dict | None = None) -> str:
     counts : dict, optional
         ``n_galaxies``, ``n_catalogue``, ``score_threshold``,
         ``status_counts`` to report.
+    photometry : dict, optional
+        The run's photometry settings and aperture-correction sources
+        (:func:`photometry_text`).
 
     Returns
     -------
@@ -126,11 +189,8 @@ def release_readme(model: DataModel, counts: dict | None = None) -> str:
         "## Conventions",
         "",
         "Fluxes are in Jansky (1 nanomaggy = 3.631e-6 Jy), magnitudes are AB, "
-        "coordinates are ICRS degrees. Clump fluxes come from a circular aperture of "
-        "1.125 x the band's PSF FWHM, minus the background from an annulus of 1.5-2.5 x "
-        "FWHM (other clumps and the area outside the host masked; a clipped plane fit "
-        "unless configured otherwise), times a Gaussian-PSF (or, if configured, Moffat) "
-        "aperture correction; the settings are in provenance.json's config. "
+        "coordinates are ICRS degrees. " + photometry_text(photometry) + " The settings are in "
+        "provenance.json's config. "
         "`clump_mag_<b>` is NaN where the flux is not positive; `clump_mag_lim_<b>` "
         "then gives a 5-sigma upper limit. Extinction: A_b = R_b x E(B-V), SFD (1998) "
         "E(B-V), Schlafly & Finkbeiner (2011) R_b. Pixel coordinates are 0-based in the "
@@ -291,6 +351,26 @@ def write_hats(catalogue_parquet: str | Path, out_dir: str | Path, name: str = "
     return out_dir / name
 
 
+def _photometry_record(catalogue: Path, meta: dict) -> dict:
+    """The run's photometry settings (catalogue metadata) and apcorr_source counts per band."""
+    record = {
+        key.decode().removeprefix("photometry_"): value.decode()
+        for key, value in meta.items()
+        if key.startswith(b"photometry_")
+    }
+    names = [n for n in pq.read_schema(catalogue).names if n.startswith("apcorr_source_")]
+    if names:
+        table = pq.read_table(catalogue, columns=names)
+        record["apcorr_sources"] = {
+            name.removeprefix("apcorr_source_"): {
+                str(k): int(v) for k, v in table[name].to_pandas().dropna().value_counts().items()
+            }
+            for name in names
+        }
+        record["apcorr_sources"] = {b: c for b, c in record["apcorr_sources"].items() if c}
+    return record
+
+
 def make_release(
     results_dir: str | Path,
     *,
@@ -352,7 +432,10 @@ def make_release(
         counts["score_threshold"] = float(summary.score_threshold)
     elif b"score_threshold" in cat_meta:
         counts["score_threshold"] = float(cat_meta[b"score_threshold"])
-    (tmp / "README.md").write_text(release_readme(model, counts), encoding="utf-8")
+    (tmp / "README.md").write_text(
+        release_readme(model, counts, _photometry_record(tmp / "catalogue.parquet", cat_meta)),
+        encoding="utf-8",
+    )
     record = provenance(
         config_path,
         model_path,

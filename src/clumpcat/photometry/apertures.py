@@ -7,17 +7,18 @@ For each clump and band:
 2. the background -- the host galaxy's diffuse light -- is estimated from the
    pixels in an annulus of ``ANNULUS_FWHM`` = 1.5-2.5 x FWHM, after masking
    the area outside the host galaxy and discs of 1.5 x FWHM around the other
-   clumps (a 3-sigma-clipped plane fit evaluated at the clump by default;
-   the paper's median with ``background='median'``; see
-   :class:`PhotometrySettings` for why); it is multiplied by the aperture
-   area and subtracted;
-3. the result is multiplied by an aperture correction for an unresolved
-   source: a Gaussian PSF (the paper's choice) or a Moffat PSF, computed from
-   the aperture radius in FWHM units (:mod:`clumpcat.photometry.aperture_correction`)
-   and, per clump, from the PSF light in the annulus pixels that the
-   background fit absorbs (``EE(R) - A sum_j h_j PSF_j`` kept, ``h`` the
-   fit's pixel weights; the analytic annulus-aware correction for a full
-   annulus and a mean);
+   clumps (a 3-sigma-clipped quadratic surface averaged over the aperture by
+   default; the paper's median with ``background='median'``; see
+   :class:`PhotometrySettings` for why), with the clump's own PSF wing
+   removed from the annulus (iterated with the flux: a median or a clipped
+   fit is not linear); it is multiplied by the aperture area and subtracted;
+3. the result is divided by the PSF's encircled energy ``EE`` within the
+   aperture as measured -- at the clump's sub-pixel position, bad pixels
+   left out -- of the cutout's ``PSF_<BAND>`` image where there is one, else
+   of the analytic ``correction`` profile (Gaussian, the paper's choice, or
+   Moffat) drawn on the pixel grid with the band's FWHM
+   (:mod:`clumpcat.photometry.aperture_correction`); ``apcorr_source_<b>``
+   records which;
 4. nanomaggies are converted to Jansky (1 nMgy = 3.631e-6 Jy) and to AB
    magnitudes; Galactic extinction ``A_b = R_b E(B-V)`` is subtracted
    (:mod:`clumpcat.photometry.extinction`);
@@ -25,20 +26,23 @@ For each clump and band:
    galaxy table's ``host_mag_u``, and flagged at 3% and 8%.
 
 Errors: with ``IVAR_<BAND>`` planes, the aperture error is
-``sqrt(sum 1/ivar)`` over the aperture; without, the per-pixel noise is the
-robust standard deviation (1.4826 x MAD) of the annulus pixels. The error of
-the background estimate (the least-squares error of the plane, mean or
-radial fit; ``sqrt(pi/2) sigma / sqrt(N)`` for the median) times the
-aperture area is added in quadrature. With IVAR planes, so that the pixel
-noise is known, the host light that the background fit cannot follow is
-added too, measured on the annulus itself (:func:`_structure_variance`):
-the curvature a plane misses and the small-scale structure (arms, texture)
-about a quadratic surface, the latter as a correlated field whose
-correlation length is measured from the residuals (at least the PSF's), so
-that a structured annulus -- few independent pixels -- gives an honest
-error and a smooth one adds nothing. The aperture correction scales
-flux and error alike. Source photon noise is included only as far as the
-IVAR planes include it.
+``sqrt(sum 1/ivar)`` over the aperture, times the cutout's ``NOISECOR``
+where it has one; without, the per-pixel noise is the robust standard
+deviation (1.4826 x MAD) of the annulus pixels. The error of the background
+estimate (the least-squares error of the plane, mean or radial fit;
+``sqrt(pi/2) sigma / sqrt(N)`` for the median) times the aperture area is
+added in quadrature. With IVAR planes, so that the pixel noise is known, the
+host light that the background fit cannot follow is added too, measured on
+the annulus itself (:func:`_structure_variance`): the curvature a plane
+misses and the small-scale structure (arms, texture) about a quadratic
+surface, the latter as a correlated field whose correlation length is
+measured from the residuals (at least the PSF's), so that a structured
+annulus -- few independent pixels -- gives an honest error and a smooth one
+adds nothing. These noise terms are divided by ``EE - A h.p`` (the wing
+model moves with the flux). The aperture correction's own error is added:
+the PSF width (``psf_width_err``) and the photon-limited centroid propagated
+through ``EE``, and, without a PSF image, the spread of plausible profiles.
+Source photon noise is included only as far as the IVAR planes include it.
 
 Non-positive fluxes: the flux and its error are kept as measured (negative
 values included, so that stacks stay unbiased), the magnitude and its error
@@ -130,6 +134,9 @@ _MIN_BKG_PIXELS = 5
 #: Most passes of flux <-> background-without-the-clump's-wing; each pass
 #: shrinks the error by A h.p / EE (< 0.05 for the App. E radii).
 _WING_ITERATIONS = 8
+#: Significance (in sigma of the pixel noise) at which host structure in the
+#: annulus enters the error.
+_STRUCTURE_NSIGMA = 2.0
 #: 1.4826 x MAD estimates the standard deviation of Gaussian noise.
 _MAD_TO_STD = 1.4826
 #: Standard error of a median relative to a mean, for Gaussian noise.
@@ -162,20 +169,21 @@ class PhotometrySettings:
         no PSF image of the band (App. E: Gaussian).
     beta : float
         Moffat index, for ``correction='moffat'``.
-    background : {'plane', 'mean', 'median', 'radial', 'quadratic'}
+    background : {'quadratic', 'plane', 'mean', 'median', 'radial'}
         Background estimator in the annulus (see :func:`_background`): a
-        3-sigma-clipped plane fit evaluated at the clump (default), a clipped
-        mean, the median (App. E) or a radial fit. The default departs from
-        App. E on purpose, measured on synthetic truth
-        (benchmarks/bench_photometry.py): on exponential discs the annulus
-        median underestimates the light under the clump (skewed pixel
-        distribution), biasing fluxes ~2% high and doubling the pull
-        scatter; and where the host mask leaves one side of the annulus, a
-        mean or median follows the gradient to the masked side's opposite,
-        while a plane is unbiased for any gradient. ``quadratic`` (a full
-        quadratic surface averaged over the aperture) removes the ~1% bias
-        a plane has on convex hosts, at the price of a background error ~3x
-        larger: faint, sky-limited clumps get ~2x larger flux errors.
+        3-sigma-clipped quadratic surface averaged over the aperture
+        (default), a clipped plane evaluated at the clump, a clipped mean,
+        the median (App. E) or a radial fit. The default departs from App. E
+        on purpose, measured with benchmarks/bench_photometry.py (point
+        sources injected into the simulator's hosts, four PSF families):
+        hosts are convex under most clumps, so the annulus over-estimates
+        the light under the clump: fluxes read 0.5-3% low with a plane fit
+        and 1-3% low with the median (whose skewed pixel distribution also
+        doubles the pull scatter on exponential discs), within 1% with the
+        quadratic surface. A plane or mean also follows a gradient to the
+        opposite side where the host mask leaves one side of the annulus.
+        The price: the curvature is extrapolated from the annulus, so the
+        background error of faint, sky-limited clumps is ~3x a plane's.
     structure_error : bool
         Add the host-structure term to the errors (with IVAR planes only;
         :func:`_structure_variance`). Without it the pulls on structured
@@ -201,7 +209,7 @@ class PhotometrySettings:
     correction: str = "gaussian"
     beta: float = MOFFAT_BETA
     min_bkg_fraction: float = 0.25
-    background: str = "plane"
+    background: str = "quadratic"
     structure_error: bool = True
     psf_width_err: float = 0.02
     max_masked_ee: float = 0.2
@@ -465,7 +473,8 @@ def _structure_variance(
        exp(3 / 4c^2)``), kept between the PSF's sigma (everything on the
        image has been convolved with the PSF) and ``max_corr_px``; ``s2``
        from ``E[e'e] = sigma^2 (n - 6) + s2 tr((I - H) R)`` with ``e`` the
-       ``n`` residuals and ``H`` the fit's hat matrix. The flux error it
+       ``n`` residuals and ``H`` the fit's hat matrix, counted where the
+       excess exceeds 2 sigma of its chi-square noise. The flux error it
        causes, ``sum_ap w_i f_i - A (fit's estimate of f)``, has variance
        ``s2 w' R w``, ``w`` = the aperture's overlap weights and minus
        ``A`` times the background fit's pixel weights. This is
@@ -494,11 +503,16 @@ def _structure_variance(
     rho2 = float(np.sum(ap_w * ((ap_xy[:, 0] - centre[0]) ** 2 + (ap_xy[:, 1] - centre[1]) ** 2)) / area)
     target = np.array([1.0, 0.0, 0.0, rho2 / 2.0, 0.0, rho2 / 2.0])
     dw = design @ (xtx_inv @ target) - bkg.weights[keep]
-    curv_var = max(float(dw @ v) ** 2 - sigma2_pix * float(dw @ dw), 0.0) * area**2
+    curv_noise = sigma2_pix * float(dw @ dw)
+    curv2 = float(dw @ v) ** 2
+    # Each term counts only where the annulus shows it beyond its noise
+    # (_STRUCTURE_NSIGMA): a positive part of an estimate that is zero on
+    # average would inflate the errors of clumps on smooth hosts.
+    curv_var = (curv2 - curv_noise) * area**2 if curv2 > _STRUCTURE_NSIGMA**2 * curv_noise else 0.0
     # 2. small-scale structure
     excess = float(resid @ resid) - sigma2_pix * (n - p)
     c1, c2 = _lag_covariance(xy_k, resid, 1), _lag_covariance(xy_k, resid, 2)
-    if excess <= 0 or not c1 > 0:
+    if excess <= _STRUCTURE_NSIGMA * sigma2_pix * np.sqrt(2.0 * (n - p)) or not c1 > 0:
         return curv_var
     if c2 > 0 and c1 > c2:
         corr2 = 3.0 / (4.0 * np.log(c1 / c2))
