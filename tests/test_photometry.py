@@ -504,16 +504,19 @@ def test_item6_on_the_project_simulator():
         & (data["phot_flag_r"] == 0)
     )
     assert sel.sum() >= 25, sel.sum()
+    pulls = []
     for b in ("g", "r"):
         true = data.loc[sel, f"flux_{b}"]
         meas = data.loc[sel, f"flux_nmgy_{b}"]
-        pull = (meas - true) / data.loc[sel, f"flux_nmgy_err_{b}"]
+        pulls.append((meas - true) / data.loc[sel, f"flux_nmgy_err_{b}"])
         assert np.median(np.abs(meas / true - 1)) <= 0.03, b
-        assert 0.8 <= np.std(pull) <= 1.3, (b, np.std(pull))
+        assert abs(np.median(meas / true - 1)) <= 0.01, b
         # Extinction-corrected magnitudes recover the intrinsic ones.
         intrinsic = 22.5 - 2.5 * np.log10(true) - EXTINCTION_R[b] * data.loc[sel, "ebv"]
         dmag = data.loc[sel, f"clump_mag_corr_{b}"] - intrinsic
         assert abs(np.median(dmag)) < 0.02, (b, np.median(dmag))
+    # g and r pooled: ~70 pulls pin the standard deviation to +-0.09 (35 per band: +-0.12).
+    assert 0.8 <= np.std(np.concatenate(pulls)) <= 1.3, np.std(np.concatenate(pulls))
 
 
 # --------------------------------------------------------------------------- shard
