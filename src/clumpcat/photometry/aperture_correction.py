@@ -301,7 +301,8 @@ def band_psf(
     image = draw_psf(profile, pre, beta=beta, half_width=half)
     # One secant step on the measured half-maximum FWHM (the pixel broadens
     # a Moffat's core a little more than a Gaussian's).
-    pre *= fwhm_px / measure_fwhm(image)
+    core = max(int(np.ceil(fwhm_px)) + 2, 3)  # the half-maximum contour lies at ~FWHM / 2
+    pre *= fwhm_px / measure_fwhm(image[half - core : half + core + 1, half - core : half + core + 1])
     image = draw_psf(profile, pre, beta=beta, half_width=half)
     kept = [
         1.0 / aperture_correction(radius_fwhm, fam, b, annulus_fwhm)
