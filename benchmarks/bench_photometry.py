@@ -47,9 +47,10 @@ from photutils.aperture import CircularAperture, aperture_photometry
 
 from clumpcat.constants import APERTURE_RADIUS_FWHM, SDSS_BANDS, SDSS_PIXEL_SCALE
 from clumpcat.photometry.apertures import BACKGROUND_METHODS, PhotometrySettings, measure_galaxy
-from clumpcat.postprocess.hostmask import host_galaxy_mask
 from clumpcat.survey.cutouts import Cutout
+from clumpcat.survey.hostsegment import host_galaxy_mask
 from clumpcat.survey.psf import draw_psf, measure_fwhm, stamp_half_width
+from clumpcat.survey.segments import DEFAULT_NSIGMA
 from clumpcat.survey.simulate import observe
 from clumpcat.survey.simulate.sources import draw_positions
 from clumpcat.survey.simulate.survey import draw_galaxy, render_galaxy, source_fluxes
@@ -190,7 +191,8 @@ def run_bench(args) -> pd.DataFrame:
         for h_index, host in enumerate(hosts):
             rng = np.random.default_rng([args.seed, h_index, f_index, 11])
             cutout, truth = inject(host, family, rng)
-            mask = host_galaxy_mask(cutout.images["r"], cutout.fwhm_pixels("r"))
+            # The pipeline's host segment (postprocess.host_nsigma).
+            mask = host_galaxy_mask(cutout.images["r"], cutout.fwhm_pixels("r"), nsigma=DEFAULT_NSIGMA)
             clumps = truth[["objid", "x", "y"]]
             for mode in ("psf", "fallback"):
                 this = cutout if mode == "psf" else dataclasses.replace(cutout, psf={})

@@ -130,26 +130,3 @@ def test_noise_correction_scales_the_ivar_errors():
     two = measure_band(image, x, y, fwhm, ivar=ivar, psf=psf, settings=settings, noise_scale=2.0)
     assert two["flux"][0] == pytest.approx(one["flux"][0], rel=1e-6)
     assert two["flux_err"][0] == pytest.approx(2.0 * one["flux_err"][0], rel=0.02)
-
-
-def test_noise_correction_travels_with_the_cutout(tmp_path):
-    from astropy.io import fits
-
-    from clumpcat.errors import CutoutError
-    from clumpcat.survey.cutouts import Cutout, read_cutout, write_cutout
-    from clumpcat.survey.simulate.observe import tan_wcs
-
-    image = np.zeros((21, 21), dtype=np.float32)
-    cutout = Cutout(
-        "n1",
-        {"g": image, "r": image},
-        tan_wcs(150.0, 2.0, image.shape),
-        {"g": 1.4, "r": 1.3},
-        noise_scale={"r": 1.25},
-    )
-    path = write_cutout(tmp_path / "n1.fits", cutout)
-    assert read_cutout(path).noise_scale == {"r": 1.25}  # g has none: 1
-    with fits.open(path, mode="update") as hdul:
-        hdul["R"].header["NOISECOR"] = -1.0
-    with pytest.raises(CutoutError, match="NOISECOR must be > 0"):
-        read_cutout(path)

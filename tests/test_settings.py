@@ -20,6 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 STAGE_SETTINGS = {
     "train": S.TrainingSettings,
     "detect": S.DetectSettings,
+    "postprocess": S.PostprocessSettings,
+    "train-classifier": S.ClassifierSettings,
 }
 
 

@@ -22,11 +22,16 @@ __all__ = ["SUBCOMMANDS", "main"]
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("clumpcat.survey.validate", "check a galaxy table and split it into shards"),
     "simulate": ("clumpcat.survey.simulate", "make a synthetic SDSS-like survey with truth"),
+    "segment": ("clumpcat.survey.segments", "each galaxy's host segment (r band, 4.3.2), stored per shard"),
     "inject": ("clumpcat.survey.inject", "inject synthetic clumps into existing cutouts"),
     "fetch": ("clumpcat.survey.fetch.cli", "download SDSS or HSC cutouts"),
     "crossmatch": ("clumpcat.survey.crossmatch", "match a new HSC table against processed galaxies"),
     "render": ("clumpcat.render.rgb", "render cutouts as 400x400 RGB PNGs with label boxes"),
     "weights": ("clumpcat.detection.weights", "fetch or locate backbone and detector weights"),
+    "train-classifier": (
+        "clumpcat.detection.classifier_training",
+        "train the clumpy / not-clumpy classifier whose encoder is the Zoobot Clumps backbone (App. B)",
+    ),
     "train": ("clumpcat.detection.training", "train a Faster R-CNN clump detector"),
     "detect": ("clumpcat.detection.inference", "run a trained detector over rendered images"),
     "postprocess": ("clumpcat.postprocess.clumps", "NMS, merge within the PSF FWHM, host mask"),

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from clumpcat.constants import (
+    HSC_MASK_PLANES,
     MERGE_FWHM,
     NMS_IOU,
     SCORE_THRESHOLD,
@@ -52,6 +53,7 @@ __all__ = [
     "FetchSettings",
     "HscSettings",
     "CrossmatchSettings",
+    "ClassifierSettings",
     "SECTIONS",
     "config_schema",
     "effective_config",
@@ -443,6 +445,14 @@ class PostprocessSettings(Settings):
         "(4.3.2 used 0.5; 0.25 keeps the faint outer disc).",
         minimum=0,
     )
+    # Measured on simulated surveys at x1, x1.6 and x2.2 sky noise
+    # (benchmarks/bench_snr_cut.py, README): S/N 3 keeps >99% of the clumps
+    # with u-band flux ratio >= 3% and rejects most empty-sky positions.
+    min_snr: float = setting(
+        3.0,
+        "Drop candidates whose own detection S/N (g, r, i apertures in quadrature) is below this; 0 keeps all.",
+        minimum=0,
+    )
 
 
 @dataclass(frozen=True)
@@ -586,6 +596,11 @@ class HscSettings(Settings):
     password_env: str = setting(
         "HSC_SSP_CAS_PASSWORD", "Environment variable holding the DAS password.", cli=False
     )
+    mask_planes: list[str] = setting(
+        list(HSC_MASK_PLANES),
+        "HSC mask planes (MP_* bits of the DAS MASK) whose pixels become NaN with inverse variance 0.",
+        cli=False,
+    )
 
 
 @dataclass(frozen=True)
@@ -596,10 +611,17 @@ class CrossmatchSettings(Settings):
     hsc_objects: str | None = setting(
         None, "New HSC object table (object_id, ra, dec); null disables the target.", cli=False
     )
+    galaxies: str | None = setting(
+        None,
+        "Parent galaxy table matched against the HSC objects; null uses `galaxies` (for an HSC run whose "
+        "`galaxies` is this target's output, give the parent table here).",
+        cli=False,
+    )
     radius_arcsec: float = setting(1.0, "Match radius in arcsec.", cli=False, exclusive_minimum=0)
     processed: list[str] | None = setting(
         None,
-        "Earlier ledgers/catalogues whose galaxies are left out; null uses {results}/hsc/ledger.parquet.",
+        "Earlier ledgers/catalogues whose galaxies are left out; null uses {results}/ledger.parquet, the "
+        "ledger this results folder's catalogue writes (plus the history {results}/crossmatch/processed.parquet).",
         cli=False,
     )
     out: str | None = setting(
@@ -607,6 +629,64 @@ class CrossmatchSettings(Settings):
         "Galaxy table of the new matches; null writes {results}/crossmatch/hsc-galaxies.parquet.",
         cli=False,
     )
+
+
+@dataclass(frozen=True)
+class ClassifierSettings(Settings):
+    section: ClassVar[str] = "classifier"
+    description: ClassVar[str] = (
+        "The `zoobot_clumps` target (paper App. B): a clumpy / not-clumpy classifier whose encoder "
+        "becomes the zoobot-clumps detector's backbone when weights.zoobot_clumps is null."
+    )
+
+    encoder: str = setting(
+        "cpu-small",
+        "Encoder body: resnet50 (App. B; a GPU) or cpu-small (the cpu-small detector's body, for CPUs).",
+        choices=("cpu-small", "resnet50"),
+    )
+    init: str = setting(
+        "random",
+        "Initial encoder weights: zoobot (App. B) or imagenet (resnet50 only; from `weights`), or random.",
+        choices=("random", "zoobot", "imagenet"),
+    )
+    labels: str | None = setting(
+        None,
+        "Table of objid and a clumpy column (0/1 or vote fraction); null labels the synthetic truth.",
+        cli=False,
+    )
+    label_column: str = setting(
+        "clumpy", "Column of the label table holding 0/1 or the clumpy vote fraction."
+    )
+    vote_threshold: float = setting(
+        0.5,
+        "A galaxy is clumpy when its label column is >= this (0/1 labels: any value in (0, 1]).",
+        exclusive_minimum=0,
+        maximum=1,
+    )
+    min_flux_ratio: float = setting(
+        0.05,
+        "Synthetic truth: clumpy when a clump has u-band clump/host flux ratio >= this (between the "
+        "3% and 8% GSFC thresholds of Section 4.4.3).",
+        minimum=0,
+    )
+    image_size: int | None = setting(
+        None,
+        "Network input side in px of the 200-px central crop; null: the detector's scale "
+        "(200 for cpu-small, 400 for resnet50).",
+        minimum=32,
+    )
+    epochs: int = setting(12, "Training epochs (App. B: 100).", minimum=1)
+    batch_size: int = setting(16, "Images per batch (App. B: 32).", minimum=2)
+    lr: float | None = setting(
+        None,
+        "Adam learning rate; null: 1e-3 for cpu-small (from scratch), 1e-4 for resnet50 (fine-tuning).",
+        exclusive_minimum=0,
+    )
+    weight_decay: float = setting(5.0e-5, "Adam weight decay.", minimum=0)
+    seed: int = setting(7, "Seed of the split, the initial weights and the augmentation.")
+    device: str = setting("auto", "Training device.", choices=DEVICES)
+    num_workers: int = setting(0, "DataLoader worker processes.", minimum=0)
+    amp: bool = setting(True, "bfloat16 autocast and channels-last on CUDA.")
 
 
 #: Every config.yaml section, in the order of the flow.
@@ -623,6 +703,7 @@ SECTIONS: tuple[type[Settings], ...] = (
     FetchSettings,
     HscSettings,
     CrossmatchSettings,
+    ClassifierSettings,
 )
 
 

@@ -1,4 +1,5 @@
 # Configuration, validation and input functions; no rules here.
+import json
 import math
 import shlex
 import sys
@@ -6,10 +7,12 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from clumpcat.settings import DetectSettings, TrainingSettings
+from clumpcat.settings import DetectSettings, HscSettings, PostprocessSettings, TrainingSettings, effective_config
 
 
 validate(config, schema="../schemas/config.schema.yaml")
+#: The configuration that runs: config.yaml, --config overrides, defaults filled in.
+EFFECTIVE_CONFIG = effective_config(config)
 
 RESULTS = config["results"].rstrip("/")
 SURVEY = config["survey"]
@@ -30,6 +33,10 @@ ENV = "../../envs/clumpcat.yaml"
 #: The package of the interpreter that runs Snakemake, whatever PATH holds
 #: (an unactivated venv works as `.venv/bin/snakemake ...`).
 CLUMPCAT = f"{shlex.quote(sys.executable)} -m clumpcat"
+# Every rule's shell calls `clumpcat`: a shell function bound to that interpreter,
+# so no job depends on PATH (Slurm jobs re-run this file with the same interpreter).
+# (Snakemake formats the prefix too: its literal braces are doubled once more.)
+shell.prefix(f"set -euo pipefail; clumpcat() {{{{ {CLUMPCAT} \"$@\"; }}}}; ")
 #: Bands of the survey (constants.SURVEY_BANDS; the synthetic survey imitates SDSS).
 BANDS = ["g", "r", "i", "z", "y"] if SURVEY == "hsc" else ["u", "g", "r", "i", "z"]
 
@@ -52,7 +59,24 @@ def shard_ids(n):
     return [f"{k:05d}" for k in range(math.ceil(n / SHARD_SIZE))]
 
 
-N_SURVEY = config["simulate"]["n_galaxies"] if SYNTHETIC else count_galaxies(config["galaxies"])
+#: HSC reruns (`snakemake crossmatch`): the new HSC object table, the parent galaxy
+#: table it is matched against, and the galaxy table of new matches it writes.
+CROSSMATCH_OBJECTS = lookup(dpath="crossmatch/hsc_objects", within=config, default=None)
+CROSSMATCH_PARENT = lookup(dpath="crossmatch/galaxies", within=config, default=None) or config["galaxies"]
+CROSSMATCH_OUT = (
+    lookup(dpath="crossmatch/out", within=config, default=None) or f"{RESULTS}/crossmatch/hsc-galaxies.parquet"
+)
+if CROSSMATCH_OBJECTS and CROSSMATCH_PARENT == CROSSMATCH_OUT:
+    raise ValueError(
+        f"'galaxies' is the cross-match output {CROSSMATCH_OUT}: set 'crossmatch.galaxies' to the parent "
+        "galaxy table the HSC objects are matched against"
+    )
+if SYNTHETIC:
+    N_SURVEY = config["simulate"]["n_galaxies"]
+elif CROSSMATCH_OBJECTS and config["galaxies"] == CROSSMATCH_OUT and not Path(CROSSMATCH_OUT).exists():
+    N_SURVEY = 0  # `snakemake crossmatch` writes the galaxy table first
+else:
+    N_SURVEY = count_galaxies(config["galaxies"])
 SAMPLES = {"survey": N_SURVEY}
 if TRAIN and config["training"]["labels"] is None:
     SAMPLES["training"] = config["training"]["n_galaxies"]
@@ -166,6 +190,19 @@ def survey_render_status(wildcards):
     return shard_path("survey", wildcards.shard, "status-render.parquet")
 
 
+def survey_segments(wildcards):
+    return shard_path("survey", wildcards.shard, "segments.npz")
+
+
+def postprocess_options(wildcards):
+    """postprocess settings as options; min_snr 0 for the injected sample, whose
+    evaluation measures what the S/N cut costs."""
+    section = dict(config.get("postprocess") or {})
+    if wildcards.sample == "injected":
+        section["min_snr"] = 0.0
+    return PostprocessSettings.cli_args(section)
+
+
 def galaxies_of(wildcards):
     """A shard's galaxy table; injected shards share the survey's galaxies."""
     sample = "survey" if wildcards.sample == "injected" else wildcards.sample
@@ -204,7 +241,7 @@ WEIGHT_KEYS = {
 def weights_option(setup):
     """`--backbone-weights FILE` for a set-up whose weights are configured."""
     key = WEIGHT_KEYS.get(setup)
-    path = config["weights"].get(key) if key else None
+    path = (config["weights"].get(key) if key else None) or classifier_weights_for(setup)
     return f"--backbone-weights {path}" if path else ""
 
 
@@ -266,10 +303,6 @@ def sfd_option(wildcards):
     return f"--ebv-source sfd --sfd-dir {sfd}" if sfd else "--ebv-source table"
 
 
-def host_mask_option(wildcards):
-    return "" if config["postprocess"]["host_mask"] else "--no-host-mask"
-
-
 FIGURES = ["completeness_purity", "flux_ratio", "colour_colour", "gallery"]
 if INJECT:
     FIGURES.append("selection_function")
@@ -310,3 +343,56 @@ def experiment_runs(wildcards):
 
 def experiment_run_dirs(wildcards):
     return [str(Path(path).parent) for path in experiment_runs(wildcards)]
+
+
+# ---- the Zoobot Clumps classifier (paper App. B; rules/classifier.smk) ----
+
+from clumpcat.settings import ClassifierSettings
+
+CLASSIFIER = config.get("classifier") or {}
+CLASSIFIER_DIR = f"{RESULTS}/classifier"
+CLASSIFIER_WEIGHTS = f"{CLASSIFIER_DIR}/encoder.pt"
+CLASSIFIER_OPTIONS = ClassifierSettings.cli_args(CLASSIFIER)
+
+
+def classifier_weights_for(setup):
+    """The classifier's encoder for a zoobot-clumps set-up without weights.zoobot_clumps, else []."""
+    if setup == "zoobot-clumps" and not config["weights"]["zoobot_clumps"]:
+        return CLASSIFIER_WEIGHTS
+    return []
+
+
+def backbone_weights_input(wildcards):
+    return classifier_weights_for(TRAINING_SETUP)
+
+
+def experiment_backbone_input(wildcards):
+    return classifier_weights_for(wildcards.setup)
+
+
+def classifier_inputs(wildcards):
+    """Renders of the training sample with its truth (or classifier.labels), and the initial weights."""
+    inputs = {"render": training_renders(wildcards)}
+    if CLASSIFIER.get("labels"):
+        inputs["labels"] = CLASSIFIER["labels"]
+    elif has_truth(TRAIN_SAMPLE):
+        inputs["truth"] = all_shards(TRAIN_SAMPLE, "truth.parquet")
+    else:
+        raise ValueError(
+            f"classifier.labels is null and the '{TRAIN_SAMPLE}' images have no synthetic truth: set "
+            "classifier.labels to a table of objid and a clumpy column (0/1 or Clump Scout vote fraction)"
+        )
+    init = CLASSIFIER.get("init", "random")
+    if init != "random":
+        if not config["weights"][init]:
+            raise ValueError(f"classifier.init is '{init}': set weights.{init} to the ResNet50 file")
+        inputs["init_weights"] = config["weights"][init]
+    return inputs
+
+
+def classifier_input_options(wildcards, input):
+    options = []
+    for key in ("truth", "labels", "init_weights"):
+        if key in input.keys():
+            options.append(f"--{key.replace('_', '-')} {input[key]}")
+    return " ".join(options)

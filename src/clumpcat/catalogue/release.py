@@ -26,11 +26,13 @@ import platform
 import shutil
 import subprocess
 import sys
+from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from clumpcat import settings
 from clumpcat.catalogue.datamodel import DataModel, load_datamodel
 from clumpcat.errors import InputError
 
@@ -38,7 +40,8 @@ __all__ = [
     "RELEASE_FILES",
     "PROVENANCE_PACKAGES",
     "sha256_file",
-    "photometry_text",
+    "apcorr_sources",
+    "apcorr_text",
     "release_readme",
     "provenance",
     "write_sha256sums",
@@ -81,67 +84,103 @@ def _md_cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-#: How each annulus background estimator is described in the README.
 _BACKGROUND_TEXT = {
-    "median": "the annulus median (App. E)",
-    "mean": "the 3-sigma-clipped annulus mean",
-    "plane": "a 3-sigma-clipped plane fitted to the annulus, evaluated at the clump",
-    "radial": "a 3-sigma-clipped fit a + k r^2 to the annulus, averaged over the aperture",
-    "quadratic": "a 3-sigma-clipped quadratic surface fitted to the annulus, averaged over the aperture",
+    "median": "the median of the annulus (App. E)",
+    "mean": "the clipped mean of the annulus",
+    "plane": "a clipped plane fitted to the annulus",
+    "radial": "a radial profile of the host through the annulus",
+    "quadratic": "a clipped quadratic surface fitted to the annulus",
 }
 
 
-def photometry_text(photometry: dict | None) -> str:
-    """The README's account of the photometry, from the run's recorded settings.
+def method_text(effective_config: Mapping | None) -> str:
+    """What the run applied, in words, from its effective configuration.
 
     Parameters
     ----------
-    photometry : dict, optional
-        ``aperture_correction`` (the analytic fallback profile),
-        ``aperture_radius_fwhm``, ``annulus_fwhm``, ``background`` as the
-        photometry stage records them (strings), and ``apcorr_sources``:
-        band -> {source: rows} counted in the catalogue. Missing entries are
-        said to be unrecorded.
+    effective_config : mapping, optional
+        :func:`clumpcat.settings.effective_config` of the run; without it the
+        defaults of this version are described and the text says so.
 
     Returns
     -------
     str
+        One paragraph for the release README.
     """
-    photometry = photometry or {}
-    radius = photometry.get("aperture_radius_fwhm", "1.125")
-    annulus = "-".join(str(photometry.get("annulus_fwhm", "1.5 2.5")).split())
-    background = photometry.get("background")
-    bkg_text = _BACKGROUND_TEXT.get(background, "an estimator not recorded in the catalogue")
-    fallback = photometry.get("aperture_correction")
-    fallback_text = (
-        f"an analytic {fallback} profile of the band's FWHM"
-        if fallback
-        else "an analytic profile (not recorded in the catalogue)"
+    cfg = effective_config_or_defaults(effective_config)
+    post, phot = cfg["postprocess"], cfg["photometry"]
+    host = (
+        f"candidates outside the host galaxy's segment ({post['host_nsigma']:g} x the background RMS "
+        "of the PSF-smoothed r band) dropped"
+        if post["host_mask"]
+        else "no host-galaxy mask"
     )
     text = (
-        f"Clump fluxes come from a circular aperture of {radius} x the band's PSF FWHM, minus "
-        f"the host's light under the clump from an annulus of {annulus} x FWHM: {bkg_text}, with "
-        "other clumps and the area outside the host masked and the clump's own PSF wing removed. "
-        "The result is divided by the PSF's encircled energy within that aperture, at the "
-        "clump's position and without the aperture's bad pixels: the encircled energy of the "
-        "cutout's own PSF image (`PSF_<BAND>` HDU) where it has one, else of "
-        f"{fallback_text}; `apcorr_source_<b>` says which, row by row (`psf` or the profile). "
-        "Flux errors hold the pixel noise in the aperture and in the background, the host's "
-        "structure under the annulus and the aperture correction's uncertainty (PSF width, "
-        "centroid and, for the analytic fallback, the profile's shape)."
+        f"Candidates: NMS at IoU {post['nms_iou']:g}, merged within {post['merge_fwhm']:g} x the r-band "
+        f"PSF FWHM ({post['linkage']} linkage), {host}; catalogue cut at score "
+        f"{cfg['catalogue']['score_threshold']:g}. Clump fluxes come from a circular aperture of 1.125 x "
+        "the band's PSF FWHM, minus the host's light under the clump from an annulus of 1.5-2.5 x FWHM, "
+        f"estimated as {_BACKGROUND_TEXT[phot['background']]} (other clumps and the area outside the "
+        "host masked, the clump's own PSF wing removed), divided by the PSF's encircled energy within "
+        "the aperture at the clump's position (bad pixels left out): that of the cutout's own PSF image "
+        "(`PSF_<BAND>` HDU) where it has one, else of an analytic "
+        f"{phot['aperture_correction']} PSF of the band's FWHM; `apcorr_source_<b>` says which, row by "
+        "row (`psf` or the profile). Flux errors hold the pixel noise in the aperture and in the "
+        "background, the host's structure under the annulus and the aperture correction's uncertainty "
+        "(PSF width, centroid and, for the analytic fallback, the profile's shape)."
     )
-    sources = photometry.get("apcorr_sources") or {}
-    if sources:
-        parts = []
-        for band, found in sources.items():
-            listed = ", ".join(f"{n} {name}" for name, n in sorted(found.items()))
-            parts.append(f"{band}: {listed}")
-        text += " In this release: " + "; ".join(parts) + "."
+    if effective_config is None:
+        text += " (No run configuration was given: these are the defaults of this version.)"
+    else:
+        text += " The full configuration of the run is in provenance.json (`effective_config`)."
     return text
 
 
-def release_readme(model: DataModel, counts: dict | None = None, photometry: dict | None = None) -> str:
-    """The release README (Markdown), generated from the data model.
+def effective_config_or_defaults(effective_config: Mapping | None) -> dict:
+    """The given effective configuration, or this version's defaults."""
+    if effective_config is not None:
+        return dict(effective_config)
+    return settings.effective_config({})
+
+
+def apcorr_text(sources: Mapping | None) -> str:
+    """How many rows per band took their aperture correction from which PSF (README sentence).
+
+    Parameters
+    ----------
+    sources : mapping, optional
+        Band -> {source: rows}, as :func:`apcorr_sources` counts them.
+    """
+    if not sources:
+        return ""
+    parts = [
+        f"{band}: " + ", ".join(f"{n} {name}" for name, n in sorted(found.items()))
+        for band, found in sources.items()
+    ]
+    return "Aperture corrections in this release: " + "; ".join(parts) + "."
+
+
+def apcorr_sources(catalogue: str | Path) -> dict[str, dict[str, int]]:
+    """Rows per band and aperture-correction source (``apcorr_source_<b>``) in a catalogue file."""
+    names = [n for n in pq.read_schema(catalogue).names if n.startswith("apcorr_source_")]
+    if not names:
+        return {}
+    table = pq.read_table(catalogue, columns=names)
+    out = {}
+    for name in names:
+        counts = table[name].to_pandas().dropna().value_counts()
+        if len(counts):
+            out[name.removeprefix("apcorr_source_")] = {str(k): int(v) for k, v in counts.items()}
+    return out
+
+
+def release_readme(
+    model: DataModel,
+    counts: dict | None = None,
+    effective_config: Mapping | None = None,
+    apcorr: Mapping | None = None,
+) -> str:
+    """The release README (Markdown), generated from the data model and the run's settings.
 
     Parameters
     ----------
@@ -149,9 +188,10 @@ def release_readme(model: DataModel, counts: dict | None = None, photometry: dic
     counts : dict, optional
         ``n_galaxies``, ``n_catalogue``, ``score_threshold``,
         ``status_counts`` to report.
-    photometry : dict, optional
-        The run's photometry settings and aperture-correction sources
-        (:func:`photometry_text`).
+    effective_config : mapping, optional
+        The run's effective configuration; the method paragraph describes it.
+    apcorr : mapping, optional
+        Band -> {aperture-correction source: rows} (:func:`apcorr_sources`).
 
     Returns
     -------
@@ -189,9 +229,11 @@ def release_readme(model: DataModel, counts: dict | None = None, photometry: dic
         "## Conventions",
         "",
         "Fluxes are in Jansky (1 nanomaggy = 3.631e-6 Jy), magnitudes are AB, "
-        "coordinates are ICRS degrees. " + photometry_text(photometry) + " The settings are in "
-        "provenance.json's config. "
-        "`clump_mag_<b>` is NaN where the flux is not positive; `clump_mag_lim_<b>` "
+        "coordinates are ICRS degrees. "
+        + method_text(effective_config)
+        + " "
+        + (apcorr_text(apcorr) + " " if apcorr else "")
+        + "`clump_mag_<b>` is NaN where the flux is not positive; `clump_mag_lim_<b>` "
         "then gives a 5-sigma upper limit. Extinction: A_b = R_b x E(B-V), SFD (1998) "
         "E(B-V), Schlafly & Finkbeiner (2011) R_b. Pixel coordinates are 0-based in the "
         "cutout's FITS frame. In FITS, null integers are `TNULLn`, null SDSS ids are 0.",
@@ -228,6 +270,7 @@ def provenance(
     config_path: str | Path | None = None,
     model_path: str | Path | None = None,
     extra: dict | None = None,
+    effective_config: Mapping | None = None,
 ) -> dict:
     """Provenance record of a release.
 
@@ -236,6 +279,9 @@ def provenance(
     config_path : path, optional
         Pipeline config; its text (and, for YAML/JSON, its parsed content)
         is recorded.
+    effective_config : mapping, optional
+        The configuration that ran (the config file with ``--config``
+        overrides and defaults filled in), recorded as ``effective_config``.
     model_path : path, optional
         Detector weights; their SHA-256 and size are recorded.
     extra : dict, optional
@@ -259,6 +305,7 @@ def provenance(
         "platform": platform.platform(),
         "packages": {},
         "config": None,
+        "effective_config": None if effective_config is None else dict(effective_config),
         "model": None,
     }
     for name in PROVENANCE_PACKAGES:
@@ -351,26 +398,6 @@ def write_hats(catalogue_parquet: str | Path, out_dir: str | Path, name: str = "
     return out_dir / name
 
 
-def _photometry_record(catalogue: Path, meta: dict) -> dict:
-    """The run's photometry settings (catalogue metadata) and apcorr_source counts per band."""
-    record = {
-        key.decode().removeprefix("photometry_"): value.decode()
-        for key, value in meta.items()
-        if key.startswith(b"photometry_")
-    }
-    names = [n for n in pq.read_schema(catalogue).names if n.startswith("apcorr_source_")]
-    if names:
-        table = pq.read_table(catalogue, columns=names)
-        record["apcorr_sources"] = {
-            name.removeprefix("apcorr_source_"): {
-                str(k): int(v) for k, v in table[name].to_pandas().dropna().value_counts().items()
-            }
-            for name in names
-        }
-        record["apcorr_sources"] = {b: c for b, c in record["apcorr_sources"].items() if c}
-    return record
-
-
 def make_release(
     results_dir: str | Path,
     *,
@@ -380,6 +407,7 @@ def make_release(
     datamodel: DataModel | None = None,
     hats: bool = False,
     summary=None,
+    effective_config: Mapping | None = None,
 ) -> Path:
     """Assemble ``results_dir/release/`` from a finished catalogue.
 
@@ -397,6 +425,8 @@ def make_release(
         Add ``hats/`` (skipped with a log message without ``hats-import``).
     summary : CatalogueSummary, optional
         Counts for the README and provenance (else read from the files).
+    effective_config : mapping, optional
+        The run's effective configuration: recorded and described.
 
     Returns
     -------
@@ -432,14 +462,13 @@ def make_release(
         counts["score_threshold"] = float(summary.score_threshold)
     elif b"score_threshold" in cat_meta:
         counts["score_threshold"] = float(cat_meta[b"score_threshold"])
-    (tmp / "README.md").write_text(
-        release_readme(model, counts, _photometry_record(tmp / "catalogue.parquet", cat_meta)),
-        encoding="utf-8",
-    )
+    readme = release_readme(model, counts, effective_config, apcorr_sources(tmp / "catalogue.parquet"))
+    (tmp / "README.md").write_text(readme, encoding="utf-8")
     record = provenance(
         config_path,
         model_path,
         extra={"counts": counts, "datamodel": {"name": model.name, "version": model.version}},
+        effective_config=effective_config,
     )
     if hats:
         record["hats"] = str(write_hats(tmp / "catalogue.parquet", tmp / "hats") is not None).lower()
