@@ -28,6 +28,7 @@ from clumpcat.photometry.apertures import (
     photometry_shard,
 )
 from clumpcat.survey.cutouts import write_cutout
+from clumpcat.survey.psf import draw_psf
 from clumpcat.tables import field_metadata, write_table
 
 
@@ -119,6 +120,11 @@ def _galaxy_row(objid, k):
     return row
 
 
+def _gaussian_psf(fwhm_px: float) -> np.ndarray:
+    """The PSF image of make_synthetic_galaxy's clumps (pixelated FWHM ``fwhm_px``)."""
+    return draw_psf("gaussian", np.sqrt(fwhm_px**2 - 8 * np.log(2) / 12), half_width=12)
+
+
 def make_shard(root, name, spec, seed):
     """A shard folder; ``spec`` maps objid -> 'clumps', 'none', 'render_fail' or 'no_cutout'."""
     rng = np.random.default_rng(seed)
@@ -136,6 +142,8 @@ def make_shard(root, name, spec, seed):
             clumps.loc[1, "label"] = "odd"
             clump_rows.append(clumps)
             if kind == "clumps":
+                if objid.startswith("b"):  # b-galaxies carry their PSF images
+                    cutout.psf = {b: _gaussian_psf(cutout.fwhm_pixels(b)) for b in cutout.bands}
                 write_cutout(cut_dir / f"{objid}.fits", cutout)
         if kind == "render_fail":
             upstream.append(LedgerEntry(objid, "failed", "render", "band G all NaN"))
@@ -212,6 +220,9 @@ def test_catalogue_columns_values_and_metadata(results):
     assert row["FWHM_r_px"] == pytest.approx(1.35 / 0.396)
     assert row["box_x1"] - row["box_x0"] == pytest.approx(16.0)
     assert row["detection_snr"] == 25.0 and pd.isna(row["snr_g"])
+    # Aperture corrections: a0 has no PSF image (the Gaussian fallback), b0 has one.
+    for b in SDSS_BANDS:
+        assert list(cat[f"apcorr_source_{b}"]) == ["gaussian", "psf"]
 
 
 def test_fits_matches_parquet(results):
@@ -223,7 +234,7 @@ def test_fits_matches_parquet(results):
         header = hdul[1].header
         assert hdul[1].name == "CATALOGUE"
         assert hdul[0].header["SCORECUT"] == 0.3
-        assert (hdul[0].header["APCORR"], hdul[0].header["BKGMETH"]) == ("gaussian", "plane")
+        assert (hdul[0].header["APCORR"], hdul[0].header["BKGMETH"]) == ("gaussian", "quadratic")
         for i, c in enumerate(model.columns, start=1):
             assert header[f"TTYPE{i}"] == c.name
             if c.name in ("galaxy_lmass", "galaxy_lssfr"):  # dex units are not FITS units

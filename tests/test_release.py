@@ -68,6 +68,12 @@ def test_readme_lists_every_column(run_dir):
     assert "input galaxies: 3" in text
     assert "detection score threshold: 0.3" in text
     assert release_readme(model).count("\n| ") >= len(model.columns)
+    # The photometry as applied: the PSF image where present, the fallback
+    # named, and the rows counted per source from the catalogue itself.
+    assert "a clipped quadratic surface fitted to the annulus" in text
+    assert "the cutout's own PSF image (`PSF_<BAND>` HDU) where it has one, else of an analytic" in text
+    assert "Aperture corrections in this release: u: 1 gaussian" in text and "r: 1 gaussian" in text
+    assert "Gaussian-PSF" not in text
 
 
 def test_provenance(run_dir):
@@ -153,15 +159,13 @@ def test_release_describes_and_records_the_settings_that_ran(tmp_path, run_dir):
     )  # fmt: skip
     assert rc == 0
     text = (tmp_path / "release" / "README.md").read_text()
-    assert "aperture correction for a gaussian PSF" in text and "median of the annulus" in text
+    assert "else of an analytic gaussian PSF" in text and "median of the annulus" in text
     record = json.loads((tmp_path / "release" / "provenance.json").read_text())
     assert record["effective_config"]["photometry"]["aperture_correction"] == "gaussian"
     # every default filled in: the record alone says what ran
     assert record["effective_config"]["postprocess"]["host_nsigma"] == 0.25
     default_text = (out / "release" / "README.md").read_text()
-    assert (
-        "aperture correction for a moffat PSF" in default_text and "defaults of this version" in default_text
-    )
+    assert "else of an analytic moffat PSF" in default_text and "defaults of this version" in default_text
 
 
 def test_bad_effective_config_names_the_option(tmp_path, run_dir):

@@ -485,8 +485,9 @@ class PhotometrySettings(Settings):
         choices=("gaussian", "moffat"),
     )
     background: str = setting(
-        "plane",
-        "Annulus background estimator: median (the paper, App. E), mean, plane, radial or quadratic.",
+        "quadratic",
+        "Annulus background estimator: median (the paper, App. E), mean, plane, radial or quadratic "
+        "(a quadratic surface: unbiased on curved hosts, benchmarks/bench_photometry.py).",
         choices=("median", "mean", "plane", "radial", "quadratic"),
     )
     sfd_dir: str | None = setting(

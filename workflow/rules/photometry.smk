@@ -14,6 +14,7 @@ rule photometry:
         cutouts=cutouts_param,
         bands=" ".join(BANDS),
         correction=config["photometry"]["aperture_correction"],
+        background=config["photometry"]["background"],
         ebv=sfd_option,
     log:
         f"{RESULTS}/logs/photometry/{{sample}}-{{shard}}.log",
@@ -28,4 +29,5 @@ rule photometry:
         "clumpcat photometry --galaxies {input.galaxies} --clumps {input.clumps} "
         "--cutouts {params.cutouts} --status-in {input.status} --segments {input.segments} "
         "--status-out {output.status} --out {output.photometry} --bands {params.bands} "
-        "--aperture-correction {params.correction} {params.ebv} 2> {log}"
+        "--aperture-correction {params.correction} --background {params.background} "
+        "{params.ebv} 2> {log}"

@@ -40,6 +40,8 @@ __all__ = [
     "RELEASE_FILES",
     "PROVENANCE_PACKAGES",
     "sha256_file",
+    "apcorr_sources",
+    "apcorr_text",
     "release_readme",
     "provenance",
     "write_sha256sums",
@@ -117,9 +119,15 @@ def method_text(effective_config: Mapping | None) -> str:
         f"Candidates: NMS at IoU {post['nms_iou']:g}, merged within {post['merge_fwhm']:g} x the r-band "
         f"PSF FWHM ({post['linkage']} linkage), {host}; catalogue cut at score "
         f"{cfg['catalogue']['score_threshold']:g}. Clump fluxes come from a circular aperture of 1.125 x "
-        "the band's PSF FWHM, minus the background from an annulus of 1.5-2.5 x FWHM, estimated as "
-        f"{_BACKGROUND_TEXT[phot['background']]} (other clumps and the area outside the host masked), "
-        f"times an aperture correction for a {phot['aperture_correction']} PSF of the band's FWHM."
+        "the band's PSF FWHM, minus the host's light under the clump from an annulus of 1.5-2.5 x FWHM, "
+        f"estimated as {_BACKGROUND_TEXT[phot['background']]} (other clumps and the area outside the "
+        "host masked, the clump's own PSF wing removed), divided by the PSF's encircled energy within "
+        "the aperture at the clump's position (bad pixels left out): that of the cutout's own PSF image "
+        "(`PSF_<BAND>` HDU) where it has one, else of an analytic "
+        f"{phot['aperture_correction']} PSF of the band's FWHM; `apcorr_source_<b>` says which, row by "
+        "row (`psf` or the profile). Flux errors hold the pixel noise in the aperture and in the "
+        "background, the host's structure under the annulus and the aperture correction's uncertainty "
+        "(PSF width, centroid and, for the analytic fallback, the profile's shape)."
     )
     if effective_config is None:
         text += " (No run configuration was given: these are the defaults of this version.)"
@@ -135,8 +143,42 @@ def effective_config_or_defaults(effective_config: Mapping | None) -> dict:
     return settings.effective_config({})
 
 
+def apcorr_text(sources: Mapping | None) -> str:
+    """How many rows per band took their aperture correction from which PSF (README sentence).
+
+    Parameters
+    ----------
+    sources : mapping, optional
+        Band -> {source: rows}, as :func:`apcorr_sources` counts them.
+    """
+    if not sources:
+        return ""
+    parts = [
+        f"{band}: " + ", ".join(f"{n} {name}" for name, n in sorted(found.items()))
+        for band, found in sources.items()
+    ]
+    return "Aperture corrections in this release: " + "; ".join(parts) + "."
+
+
+def apcorr_sources(catalogue: str | Path) -> dict[str, dict[str, int]]:
+    """Rows per band and aperture-correction source (``apcorr_source_<b>``) in a catalogue file."""
+    names = [n for n in pq.read_schema(catalogue).names if n.startswith("apcorr_source_")]
+    if not names:
+        return {}
+    table = pq.read_table(catalogue, columns=names)
+    out = {}
+    for name in names:
+        counts = table[name].to_pandas().dropna().value_counts()
+        if len(counts):
+            out[name.removeprefix("apcorr_source_")] = {str(k): int(v) for k, v in counts.items()}
+    return out
+
+
 def release_readme(
-    model: DataModel, counts: dict | None = None, effective_config: Mapping | None = None
+    model: DataModel,
+    counts: dict | None = None,
+    effective_config: Mapping | None = None,
+    apcorr: Mapping | None = None,
 ) -> str:
     """The release README (Markdown), generated from the data model and the run's settings.
 
@@ -148,6 +190,8 @@ def release_readme(
         ``status_counts`` to report.
     effective_config : mapping, optional
         The run's effective configuration; the method paragraph describes it.
+    apcorr : mapping, optional
+        Band -> {aperture-correction source: rows} (:func:`apcorr_sources`).
 
     Returns
     -------
@@ -185,8 +229,11 @@ def release_readme(
         "## Conventions",
         "",
         "Fluxes are in Jansky (1 nanomaggy = 3.631e-6 Jy), magnitudes are AB, "
-        "coordinates are ICRS degrees. " + method_text(effective_config) + " "
-        "`clump_mag_<b>` is NaN where the flux is not positive; `clump_mag_lim_<b>` "
+        "coordinates are ICRS degrees. "
+        + method_text(effective_config)
+        + " "
+        + (apcorr_text(apcorr) + " " if apcorr else "")
+        + "`clump_mag_<b>` is NaN where the flux is not positive; `clump_mag_lim_<b>` "
         "then gives a 5-sigma upper limit. Extinction: A_b = R_b x E(B-V), SFD (1998) "
         "E(B-V), Schlafly & Finkbeiner (2011) R_b. Pixel coordinates are 0-based in the "
         "cutout's FITS frame. In FITS, null integers are `TNULLn`, null SDSS ids are 0.",
@@ -415,7 +462,8 @@ def make_release(
         counts["score_threshold"] = float(summary.score_threshold)
     elif b"score_threshold" in cat_meta:
         counts["score_threshold"] = float(cat_meta[b"score_threshold"])
-    (tmp / "README.md").write_text(release_readme(model, counts, effective_config), encoding="utf-8")
+    readme = release_readme(model, counts, effective_config, apcorr_sources(tmp / "catalogue.parquet"))
+    (tmp / "README.md").write_text(readme, encoding="utf-8")
     record = provenance(
         config_path,
         model_path,

@@ -710,10 +710,13 @@ def write_fits_catalogue(
     primary.header["DMVERS"] = (model.version, "data model version")
     if b"score_threshold" in meta:
         primary.header["SCORECUT"] = (float(meta[b"score_threshold"]), "minimum detection score")
-    for key, card in (("aperture_correction", "APCORR"), ("background", "BKGMETH")):
+    for key, card, comment in (
+        ("aperture_correction", "APCORR", "aperture-correction PSF where no PSF image"),
+        ("background", "BKGMETH", "photometry background"),
+    ):
         value = meta.get(f"photometry_{key}".encode())
         if value is not None:
-            primary.header[card] = (value.decode()[:68], f"photometry {key.replace('_', ' ')}")
+            primary.header[card] = (value.decode()[:68], comment)
     primary.header["DATE"] = (_dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%S"), "UTC creation date")
     primary.header["ORIGIN"] = "clumpcat"
     fits_path = Path(fits_path)

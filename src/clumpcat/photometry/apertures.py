@@ -7,17 +7,18 @@ For each clump and band:
 2. the background -- the host galaxy's diffuse light -- is estimated from the
    pixels in an annulus of ``ANNULUS_FWHM`` = 1.5-2.5 x FWHM, after masking
    the area outside the host galaxy and discs of 1.5 x FWHM around the other
-   clumps (a 3-sigma-clipped plane fit evaluated at the clump by default;
-   the paper's median with ``background='median'``; see
-   :class:`PhotometrySettings` for why); it is multiplied by the aperture
-   area and subtracted;
-3. the result is multiplied by an aperture correction for an unresolved
-   source: a Gaussian PSF (the paper's choice) or a Moffat PSF, computed from
-   the aperture radius in FWHM units (:mod:`clumpcat.photometry.aperture_correction`)
-   and, per clump, from the PSF light in the annulus pixels that the
-   background fit absorbs (``EE(R) - A sum_j h_j PSF_j`` kept, ``h`` the
-   fit's pixel weights; the analytic annulus-aware correction for a full
-   annulus and a mean);
+   clumps (a 3-sigma-clipped quadratic surface averaged over the aperture by
+   default; the paper's median with ``background='median'``; see
+   :class:`PhotometrySettings` for why), with the clump's own PSF wing
+   removed from the annulus (iterated with the flux: a median or a clipped
+   fit is not linear); it is multiplied by the aperture area and subtracted;
+3. the result is divided by the PSF's encircled energy ``EE`` within the
+   aperture as measured -- at the clump's sub-pixel position, bad pixels
+   left out -- of the cutout's ``PSF_<BAND>`` image where there is one, else
+   of the analytic ``correction`` profile (Gaussian, the paper's choice, or
+   Moffat) drawn on the pixel grid with the band's FWHM
+   (:mod:`clumpcat.photometry.aperture_correction`); ``apcorr_source_<b>``
+   records which;
 4. nanomaggies are converted to Jansky (1 nMgy = 3.631e-6 Jy) and to AB
    magnitudes; Galactic extinction ``A_b = R_b E(B-V)`` is subtracted
    (:mod:`clumpcat.photometry.extinction`);
@@ -25,20 +26,23 @@ For each clump and band:
    galaxy table's ``host_mag_u``, and flagged at 3% and 8%.
 
 Errors: with ``IVAR_<BAND>`` planes, the aperture error is
-``sqrt(sum 1/ivar)`` over the aperture; without, the per-pixel noise is the
-robust standard deviation (1.4826 x MAD) of the annulus pixels. The error of
-the background estimate (the least-squares error of the plane, mean or
-radial fit; ``sqrt(pi/2) sigma / sqrt(N)`` for the median) times the
-aperture area is added in quadrature. With IVAR planes, so that the pixel
-noise is known, the host light that the background fit cannot follow is
-added too, measured on the annulus itself (:func:`_structure_variance`):
-the curvature a plane misses and the small-scale structure (arms, texture)
-about a quadratic surface, the latter as a correlated field whose
-correlation length is measured from the residuals (at least the PSF's), so
-that a structured annulus -- few independent pixels -- gives an honest
-error and a smooth one adds nothing. The aperture correction scales
-flux and error alike. Source photon noise is included only as far as the
-IVAR planes include it.
+``sqrt(sum 1/ivar)`` over the aperture, times the cutout's ``NOISECOR``
+where it has one; without, the per-pixel noise is the robust standard
+deviation (1.4826 x MAD) of the annulus pixels. The error of the background
+estimate (the least-squares error of the plane, mean or radial fit;
+``sqrt(pi/2) sigma / sqrt(N)`` for the median) times the aperture area is
+added in quadrature. With IVAR planes, so that the pixel noise is known, the
+host light that the background fit cannot follow is added too, measured on
+the annulus itself (:func:`_structure_variance`): the curvature a plane
+misses and the small-scale structure (arms, texture) about a quadratic
+surface, the latter as a correlated field whose correlation length is
+measured from the residuals (at least the PSF's), so that a structured
+annulus -- few independent pixels -- gives an honest error and a smooth one
+adds nothing. These noise terms are divided by ``EE - A h.p`` (the wing
+model moves with the flux). The aperture correction's own error is added:
+the PSF width (``psf_width_err``) and the photon-limited centroid propagated
+through ``EE``, and, without a PSF image, the spread of plausible profiles.
+Source photon noise is included only as far as the IVAR planes include it.
 
 Non-positive fluxes: the flux and its error are kept as measured (negative
 values included, so that stacks stay unbiased), the magnitude and its error
@@ -80,13 +84,17 @@ from clumpcat.photometry.aperture_correction import (
     MOFFAT_BETA,
     PROFILES,
     aperture_correction,
-    encircled_energy,
-    surface_density,
+    band_psf,
+    kept_fraction_errors,
+    psf_light,
+    shifted_psf,
+    stamp_mask,
 )
 from clumpcat.photometry.extinction import EBV_SOURCES, clump_ebv, extinction_mags, resolve_ebv_source
 from clumpcat.survey.cutouts import Cutout, read_cutout
 from clumpcat.survey.galaxies import read_galaxies
 from clumpcat.survey.hostsegment import host_galaxy_mask
+from clumpcat.survey.psf import encircled_energy as image_encircled_energy
 from clumpcat.survey.segments import (
     DEFAULT_NSIGMA,
     SegmentSet,
@@ -116,7 +124,7 @@ log = logging.getLogger(__name__)
 #: Named bits of ``phot_flag_<band>`` (0 = clean measurement).
 PHOT_FLAGS: dict[str, int] = {
     "off_image": 1,  # aperture or annulus not fully inside the cutout
-    "bad_pixels": 2,  # NaN or ivar <= 0 pixels inside the aperture: flux NaN
+    "bad_pixels": 2,  # NaN or ivar <= 0 pixels in the aperture: left out, the PSF's EE without them
     "host_mask_dropped": 4,  # too few annulus pixels on the host: annulus used without host mask
     "no_background": 8,  # no usable annulus pixels: flux NaN
     "nonpositive_flux": 16,  # flux <= 0: magnitude NaN, see clump_mag_lim
@@ -131,6 +139,12 @@ CLUMP_INPUT_COLUMNS: tuple[str, ...] = ("objid", "x", "y", "ra", "dec", "score",
 
 #: Minimum number of annulus pixels for a background median.
 _MIN_BKG_PIXELS = 5
+#: Most passes of flux <-> background-without-the-clump's-wing; each pass
+#: shrinks the error by A h.p / EE (< 0.05 for the App. E radii).
+_WING_ITERATIONS = 8
+#: Significance (in sigma of the pixel noise) at which host structure in the
+#: annulus enters the error.
+_STRUCTURE_NSIGMA = 2.0
 #: 1.4826 x MAD estimates the standard deviation of Gaussian noise.
 _MAD_TO_STD = 1.4826
 #: Standard error of a median relative to a mean, for Gaussian noise.
@@ -159,23 +173,25 @@ class PhotometrySettings:
         Gaussian PSF holds 0.2% of its flux (3% beyond the aperture radius),
         so a bright neighbour's wings do not lift the background.
     correction : {'gaussian', 'moffat'}
-        PSF profile of the aperture correction (App. E: Gaussian).
+        Analytic PSF profile of the aperture correction where the cutout has
+        no PSF image of the band (App. E: Gaussian).
     beta : float
         Moffat index, for ``correction='moffat'``.
-    background : {'plane', 'mean', 'median', 'radial', 'quadratic'}
+    background : {'quadratic', 'plane', 'mean', 'median', 'radial'}
         Background estimator in the annulus (see :func:`_background`): a
-        3-sigma-clipped plane fit evaluated at the clump (default), a clipped
-        mean, the median (App. E) or a radial fit. The default departs from
-        App. E on purpose, measured on synthetic truth
-        (benchmarks/bench_photometry.py): on exponential discs the annulus
-        median underestimates the light under the clump (skewed pixel
-        distribution), biasing fluxes ~2% high and doubling the pull
-        scatter; and where the host mask leaves one side of the annulus, a
-        mean or median follows the gradient to the masked side's opposite,
-        while a plane is unbiased for any gradient. ``quadratic`` (a full
-        quadratic surface averaged over the aperture) removes the ~1% bias
-        a plane has on convex hosts, at the price of a background error ~3x
-        larger: faint, sky-limited clumps get ~2x larger flux errors.
+        3-sigma-clipped quadratic surface averaged over the aperture
+        (default), a clipped plane evaluated at the clump, a clipped mean,
+        the median (App. E) or a radial fit. The default departs from App. E
+        on purpose, measured with benchmarks/bench_photometry.py (point
+        sources injected into the simulator's hosts, four PSF families):
+        hosts are convex under most clumps, so the annulus over-estimates
+        the light under the clump: fluxes read 0.5-3% low with a plane fit
+        and 1-3% low with the median (whose skewed pixel distribution also
+        doubles the pull scatter on exponential discs), within 1% with the
+        quadratic surface. A plane or mean also follows a gradient to the
+        opposite side where the host mask leaves one side of the annulus.
+        The price: the curvature is extrapolated from the annulus, so the
+        background error of faint, sky-limited clumps is ~3x a plane's.
     structure_error : bool
         Add the host-structure term to the errors (with IVAR planes only;
         :func:`_structure_variance`). Without it the pulls on structured
@@ -184,6 +200,15 @@ class PhotometrySettings:
         If fewer than this fraction of the annulus pixels survive the host
         and clump masks, the host mask is dropped for that clump (flag bit
         ``host_mask_dropped``).
+    psf_width_err : float
+        Fractional 1-sigma uncertainty of the PSF's width at the clump (the
+        PSF model's error and its change across the cutout), propagated
+        through the encircled energy into the flux error. Default 0.02: the
+        PSF-model FWHM residuals of SDSS and HSC stars are 1-2%.
+    max_masked_ee : float
+        Bad pixels inside the aperture are left out and the PSF's encircled
+        energy is taken without them; if they hold more than this fraction of
+        the aperture's PSF light the flux is NaN (flag ``bad_pixels`` either way).
     """
 
     radius_fwhm: float = APERTURE_RADIUS_FWHM
@@ -192,8 +217,10 @@ class PhotometrySettings:
     correction: str = "gaussian"
     beta: float = MOFFAT_BETA
     min_bkg_fraction: float = 0.25
-    background: str = "plane"
+    background: str = "quadratic"
     structure_error: bool = True
+    psf_width_err: float = 0.02
+    max_masked_ee: float = 0.2
 
     def __post_init__(self):
         problems = []
@@ -217,16 +244,21 @@ class PhotometrySettings:
             )
         if not 0 <= self.min_bkg_fraction <= 1:
             problems.append(f"min_bkg_fraction must be in [0, 1], got {self.min_bkg_fraction}")
+        if not 0 <= self.psf_width_err < 1:
+            problems.append(f"psf_width_err must be in [0, 1), got {self.psf_width_err}")
+        if not 0 <= self.max_masked_ee < 1:
+            problems.append(f"max_masked_ee must be in [0, 1), got {self.max_masked_ee}")
         if problems:
             raise InputError("photometry settings: " + "; ".join(problems))
 
     @property
     def aperture_correction(self) -> float:
-        """Multiplicative aperture correction for these settings.
+        """Analytic annulus-aware correction of the fallback profile, continuous PSF.
 
         It restores the PSF light outside the aperture and the PSF light in
-        the annulus that the background subtraction removes
-        (:func:`clumpcat.photometry.aperture_correction.aperture_correction`).
+        the annulus that a mean background removes
+        (:func:`clumpcat.photometry.aperture_correction.aperture_correction`);
+        the measurement itself works on the pixelated PSF (:func:`measure_band`).
         """
         return float(aperture_correction(self.radius_fwhm, self.correction, self.beta, self.annulus_fwhm))
 
@@ -265,8 +297,20 @@ def photometry_columns(bands: Sequence[str] = SDSS_BANDS) -> dict[str, ColumnDoc
             {
                 f"psf_fwhm_px_{b}": ("pix", f"{b}-band PSF FWHM in cutout pixels"),
                 f"aperture_radius_{b}_px": ("pix", f"{b}-band aperture radius"),
-                f"aperture_correction_{b}": ("", f"{b}-band multiplicative aperture correction"),
-                f"bkg_{b}": ("nanomaggy / pix", f"{b}-band background: annulus median per pixel"),
+                f"aperture_correction_{b}": (
+                    "",
+                    f"{b}-band aperture correction 1 / EE: the PSF's encircled energy in the aperture "
+                    "(bad pixels left out)",
+                ),
+                f"apcorr_source_{b}": (
+                    "",
+                    f"PSF of the {b}-band aperture correction: psf (the cutout's PSF_{b.upper()} image) "
+                    "or the analytic fallback profile (gaussian, moffat)",
+                ),
+                f"bkg_{b}": (
+                    "nanomaggy / pix",
+                    f"{b}-band host background under the clump from the annulus, the clump's own PSF wing removed",
+                ),
                 f"bkg_err_{b}": (
                     "nanomaggy / pix",
                     f"Error of the {b}-band background per pixel (noise and host structure)",
@@ -437,7 +481,8 @@ def _structure_variance(
        exp(3 / 4c^2)``), kept between the PSF's sigma (everything on the
        image has been convolved with the PSF) and ``max_corr_px``; ``s2``
        from ``E[e'e] = sigma^2 (n - 6) + s2 tr((I - H) R)`` with ``e`` the
-       ``n`` residuals and ``H`` the fit's hat matrix. The flux error it
+       ``n`` residuals and ``H`` the fit's hat matrix, counted where the
+       excess exceeds 2 sigma of its chi-square noise. The flux error it
        causes, ``sum_ap w_i f_i - A (fit's estimate of f)``, has variance
        ``s2 w' R w``, ``w`` = the aperture's overlap weights and minus
        ``A`` times the background fit's pixel weights. This is
@@ -466,11 +511,16 @@ def _structure_variance(
     rho2 = float(np.sum(ap_w * ((ap_xy[:, 0] - centre[0]) ** 2 + (ap_xy[:, 1] - centre[1]) ** 2)) / area)
     target = np.array([1.0, 0.0, 0.0, rho2 / 2.0, 0.0, rho2 / 2.0])
     dw = design @ (xtx_inv @ target) - bkg.weights[keep]
-    curv_var = max(float(dw @ v) ** 2 - sigma2_pix * float(dw @ dw), 0.0) * area**2
+    curv_noise = sigma2_pix * float(dw @ dw)
+    curv2 = float(dw @ v) ** 2
+    # Each term counts only where the annulus shows it beyond its noise
+    # (_STRUCTURE_NSIGMA): a positive part of an estimate that is zero on
+    # average would inflate the errors of clumps on smooth hosts.
+    curv_var = (curv2 - curv_noise) * area**2 if curv2 > _STRUCTURE_NSIGMA**2 * curv_noise else 0.0
     # 2. small-scale structure
     excess = float(resid @ resid) - sigma2_pix * (n - p)
     c1, c2 = _lag_covariance(xy_k, resid, 1), _lag_covariance(xy_k, resid, 2)
-    if excess <= 0 or not c1 > 0:
+    if excess <= _STRUCTURE_NSIGMA * sigma2_pix * np.sqrt(2.0 * (n - p)) or not c1 > 0:
         return curv_var
     if c2 > 0 and c1 > c2:
         corr2 = 3.0 / (4.0 * np.log(c1 / c2))
@@ -517,6 +567,8 @@ def measure_band(
     host_mask: np.ndarray | None = None,
     ivar: np.ndarray | None = None,
     settings: PhotometrySettings | None = None,
+    psf: np.ndarray | None = None,
+    noise_scale: float = 1.0,
 ) -> dict[str, np.ndarray]:
     """Background-subtracted, aperture-corrected fluxes of clumps in one band.
 
@@ -535,14 +587,38 @@ def measure_band(
         Inverse variance (nanomaggy^-2); pixels with ``ivar <= 0`` are bad.
     settings : PhotometrySettings, optional
         Aperture, annulus, masking and correction settings.
+    psf : ndarray, optional
+        The band's normalised PSF image (``PSF_<BAND>``); without it the
+        analytic ``settings.correction`` profile of FWHM ``fwhm_px`` is used.
+    noise_scale : float
+        Ratio of the true pixel noise to the IVAR plane's (HSC ``NOISECOR``);
+        scales the IVAR errors.
 
     Returns
     -------
     dict of str to ndarray
         One value per clump: ``flux``, ``flux_err`` (nanomaggies, corrected),
-        ``bkg``, ``bkg_err`` (nanomaggy/pixel), ``n_bkg`` (pixels used),
-        ``flag`` (:data:`PHOT_FLAGS` bits), ``correction`` (the aperture
-        correction applied to that clump), plus the scalar ``radius_px``.
+        ``bkg``, ``bkg_err`` (nanomaggy/pixel: the host light under the
+        clump, its own PSF wings removed), ``n_bkg`` (pixels used), ``flag``
+        (:data:`PHOT_FLAGS` bits), ``correction`` (``1 / EE``, so that
+        ``flux = (aperture sum - area x bkg) x correction``),
+        ``apcorr_source`` (``'psf'`` or the analytic profile), plus the
+        scalar ``radius_px``.
+
+    Notes
+    -----
+    The flux ``f`` solves ``f EE = S - A B(a - f p)``: ``S`` the aperture
+    sum, ``A`` its area, ``EE`` the PSF's encircled energy within the
+    aperture (bad pixels left out, at the clump's sub-pixel position), ``B``
+    the background estimator applied to the annulus pixels ``a`` less the
+    clump's own PSF light ``f p`` in them (iterated: ``B`` may be a median
+    or a clipped fit). Its error is the pixel noise of ``S`` and of ``B``
+    and the host structure (:func:`_structure_variance`), divided by
+    ``EE - A h.p`` (``h`` the estimator's pixel weights: the flux moves the
+    wing model too), plus ``f`` times the relative error of ``EE`` from the
+    PSF width (``settings.psf_width_err``), the photon-limited centroid and,
+    without a PSF image, the profile
+    (:func:`clumpcat.photometry.aperture_correction.band_psf`).
     """
     from clumpcat.postprocess.hostmask import photometry_mask
 
@@ -558,11 +634,13 @@ def measure_band(
         ivar = np.asarray(ivar, dtype=np.float64)
         bad |= ~(ivar > 0)
         with np.errstate(divide="ignore"):
-            err_image = np.where(bad, 0.0, 1.0 / np.sqrt(np.where(bad, 1.0, ivar)))
+            err_image = noise_scale * np.where(bad, 0.0, 1.0 / np.sqrt(np.where(bad, 1.0, ivar)))
     data = np.where(bad, 0.0, image)
     radius = settings.radius_fwhm * fwhm_px
     r_in, r_out = (f * fwhm_px for f in settings.annulus_fwhm)
-    correction = settings.aperture_correction
+    model = band_psf(
+        psf, fwhm_px, settings.correction, settings.beta, settings.radius_fwhm, settings.annulus_fwhm
+    )
     out = {
         "flux": np.full(n, np.nan),
         "flux_err": np.full(n, np.nan),
@@ -571,7 +649,8 @@ def measure_band(
         "n_bkg": np.zeros(n, dtype=np.int64),
         "flag": np.zeros(n, dtype=np.int64),
         "radius_px": radius,
-        "correction": np.full(n, correction),
+        "correction": np.full(n, np.nan),
+        "apcorr_source": np.full(n, model.source, dtype=object),
     }
     if n == 0:
         return out
@@ -595,8 +674,12 @@ def measure_band(
         ap_weights = ap_masks[i].to_image(shape)
         if ap_weights.sum() < area * (1 - 1e-6) or ann_full.sum() < ann_masks[i].data.sum():
             out["flag"][i] |= PHOT_FLAGS["off_image"]
-        if np.any(bad & (ap_weights > 0)):
+        ap_bad = bad & (ap_weights > 0)
+        # The area actually summed: bad pixels hold neither clump nor background.
+        area_i = area
+        if ap_bad.any():
             out["flag"][i] |= PHOT_FLAGS["bad_pixels"]
+            area_i = float(np.sum(ap_weights[~bad]))
         in_annulus = ann_full > 0
         exclude = photometry_mask(host, x, y, clump_mask_px, i) | bad
         use = in_annulus & ~exclude
@@ -608,52 +691,77 @@ def measure_band(
         if n_use < _MIN_BKG_PIXELS:
             out["flag"][i] |= PHOT_FLAGS["no_background"]
             continue
+        # The clump's PSF on the cutout grid: encircled energy within the
+        # aperture as measured (bad pixels out), and its light in the annulus.
+        ix, iy = int(np.rint(x[i])), int(np.rint(y[i]))
+        offset = (x[i] - ix, y[i] - iy)
+        stamp = shifted_psf(model, *offset)
+        mask = stamp_mask(bad, ix, iy, model.half) if ap_bad.any() else None
+        ee_full = image_encircled_energy(stamp, radius, offset=offset)
+        ee = image_encircled_energy(stamp, radius, offset=offset, mask=mask) if mask is not None else ee_full
+        yy, xx = np.nonzero(use)
+        psf_pix = psf_light(stamp, ix, iy, xx, yy)
         values = image[use]
         if err_image is not None:
             sigma_pix = float(np.sqrt(np.mean(err_image[use] ** 2)))
             aperture_var = ap_err[i] ** 2
-        else:
-            sigma_pix = _noise_sigma(values)
-            aperture_var = area * sigma_pix**2
-        yy, xx = np.nonzero(use)
-        fit = _background(values, xx - x[i], yy - y[i], radius**2 / 2.0, sigma_pix, settings.background)
+        flux, fit = 0.0, None
+        for step in range(_WING_ITERATIONS):
+            if err_image is None:
+                sigma_pix = _noise_sigma(values - flux * psf_pix)
+                aperture_var = area * sigma_pix**2
+            # The background of the host alone: the annulus less the clump's
+            # own PSF wing at the current flux (a median or a clipped fit is
+            # not linear, so the wing is removed rather than corrected for).
+            fit = _background(
+                values - flux * psf_pix, xx - x[i], yy - y[i], radius**2 / 2.0, sigma_pix, settings.background
+            )
+            if step == 0:
+                # The linear estimate, exact for fixed pixel weights h: the
+                # wing in the annulus takes A h.p of the flux with it.
+                kept = max(ee - area_i * float(fit.weights @ psf_pix), 0.5 * ee)
+                flux = (ap_sum[i] - area_i * fit.value) / kept
+                continue
+            new = (ap_sum[i] - area_i * fit.value) / ee
+            # Converged to a thousandth of the aperture's pixel noise.
+            converged = abs(new - flux) <= 1e-3 * np.sqrt(aperture_var) / ee
+            flux = new
+            if converged:
+                break
         out["bkg"][i] = fit.value
-        # The background fit also picks up the clump's own PSF wings in the
-        # annulus: with the fit's pixel weights h the aperture keeps
-        # EE(R) - A sum_j h_j PSF_j of the flux (for a mean over the whole
-        # annulus this is the analytic settings.aperture_correction).
-        psf_pix = surface_density(
-            np.hypot(xx - x[i], yy - y[i]) / fwhm_px, settings.correction, settings.beta
-        )
-        psf_pix = psf_pix / fwhm_px**2
-        kept = float(encircled_energy(settings.radius_fwhm, settings.correction, settings.beta))
-        kept -= area * float(fit.weights @ psf_pix)
-        corr_i = 1.0 / kept if kept > 0 else correction
-        out["correction"][i] = corr_i
-        flux = (ap_sum[i] - area * fit.value) * corr_i
+        out["correction"][i] = 1.0 / ee
+        # d flux / d(pixel values): the wing model moves with the flux.
+        gain = 1.0 / max(ee - area_i * float(fit.weights @ psf_pix), 0.5 * ee)
         struct_var = 0.0
         if err_image is not None and settings.structure_error:
             ap_y, ap_x = np.nonzero(ap_weights > 0)
-            # The structure is measured on the annulus less the clump's own
-            # wings (the PSF model scaled to the measured flux).
             struct_var = _structure_variance(
                 fit,
-                values - max(flux, 0.0) * psf_pix if np.isfinite(flux) else values,
+                values - flux * psf_pix,
                 np.column_stack([xx, yy]).astype(float),
                 np.column_stack([ap_x, ap_y]).astype(float),
                 ap_weights[ap_y, ap_x],
                 (x[i], y[i]),
                 area,
-                float(np.mean(err_image[use] ** 2)),
+                sigma_pix**2,
                 fwhm_px / _FWHM_PER_SIGMA,
                 settings.annulus_fwhm[1] * fwhm_px,
             )
         bkg_err = float(np.sqrt(fit.err**2 + struct_var / area**2))
         out["bkg_err"][i] = bkg_err
-        if out["flag"][i] & (PHOT_FLAGS["bad_pixels"] | PHOT_FLAGS["off_image"]):
+        if out["flag"][i] & PHOT_FLAGS["off_image"] or ee < (1.0 - settings.max_masked_ee) * ee_full:
             continue
+        noise_var = (aperture_var + (area_i * bkg_err) ** 2) * gain**2
+        # Photon-limited centroid per axis for a PSF of Gaussian core:
+        # sqrt(2) sigma_psf / (S/N).
+        snr = abs(flux) / np.sqrt(noise_var) if noise_var > 0 else np.inf
+        centroid_px = np.sqrt(2.0) * fwhm_px / _FWHM_PER_SIGMA / snr if snr > 0 else radius
+        width_ee, centroid_ee = kept_fraction_errors(
+            stamp, radius, offset, mask, width_err=settings.psf_width_err, centroid_err_px=centroid_px
+        )
+        rel_ee2 = (width_ee / ee) ** 2 + (centroid_ee / ee) ** 2 + model.shape_err**2
         out["flux"][i] = flux
-        out["flux_err"][i] = np.sqrt(aperture_var + (area * bkg_err) ** 2) * corr_i
+        out["flux_err"][i] = np.sqrt(noise_var + flux**2 * rel_ee2)
     return out
 
 
@@ -703,7 +811,9 @@ def measure_galaxy(
     -------
     DataFrame
         ``clumps`` (index reset) plus, per band ``b``: ``psf_fwhm_px_b``,
-        ``aperture_radius_b_px``, ``aperture_correction_b``, ``bkg_b``,
+        ``aperture_radius_b_px``, ``aperture_correction_b``,
+        ``apcorr_source_b`` (``'psf'`` where the cutout has the band's PSF
+        image, else the analytic profile used), ``bkg_b``,
         ``bkg_err_b``, ``n_bkg_pix_b``, ``flux_nmgy_b``, ``flux_nmgy_err_b``,
         ``phot_flag_b``.
     """
@@ -729,6 +839,7 @@ def measure_galaxy(
                     f"psf_fwhm_px_{band}": np.nan,
                     f"aperture_radius_{band}_px": np.nan,
                     f"aperture_correction_{band}": np.nan,
+                    f"apcorr_source_{band}": np.full(len(out), "", dtype=object),
                     f"bkg_{band}": np.full(len(out), np.nan),
                     f"bkg_err_{band}": np.full(len(out), np.nan),
                     f"n_bkg_pix_{band}": np.zeros(len(out), dtype=np.int64),
@@ -747,12 +858,15 @@ def measure_galaxy(
             host_mask=host_mask,
             ivar=cutout.ivar.get(band),
             settings=settings,
+            psf=cutout.psf.get(band),
+            noise_scale=cutout.noise_factor(band),
         )
         new.update(
             {
                 f"psf_fwhm_px_{band}": fwhm,
                 f"aperture_radius_{band}_px": res["radius_px"],
                 f"aperture_correction_{band}": res["correction"],
+                f"apcorr_source_{band}": res["apcorr_source"],
                 f"bkg_{band}": res["bkg"],
                 f"bkg_err_{band}": res["bkg_err"],
                 f"n_bkg_pix_{band}": res["n_bkg"],
