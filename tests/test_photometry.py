@@ -34,7 +34,7 @@ from clumpcat.photometry.apertures import (
     photometry_shard,
 )
 from clumpcat.survey.cutouts import Cutout, write_cutout
-from clumpcat.survey.psf import draw_psf, normalise_psf
+from clumpcat.survey.psf import draw_psf
 
 #: Per-band PSF FWHM in arcsec (SDSS-like: u and z broader).
 FWHM = {"u": 1.6, "g": 1.45, "r": 1.35, "i": 1.3, "z": 1.4}
@@ -462,7 +462,6 @@ def _simulator_set(seed: int, n_gal: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     within 4 r-band FWHM).
     """
     from clumpcat.survey.hostsegment import host_galaxy_mask
-    from clumpcat.survey.simulate import observe
     from clumpcat.survey.simulate.survey import draw_galaxy, render_galaxy
 
     settings = PhotometrySettings(correction="moffat")
@@ -475,7 +474,7 @@ def _simulator_set(seed: int, n_gal: int) -> tuple[pd.DataFrame, pd.DataFrame]:
         rendered = render_galaxy(model)
         cutout, truth = rendered.cutout, rendered.truth
         # The simulator's own PSF travels with the cutout (as it writes it).
-        cutout.psf = {b: normalise_psf(observe.psf_kernel(model.psf_fwhm[b])) for b in ("g", "r")}
+        assert {"g", "r"} <= set(cutout.psf)
         mask = host_galaxy_mask(cutout.images["r"], cutout.fwhm_pixels("r"))
         phot = measure_galaxy(
             cutout,
