@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import subprocess
@@ -109,6 +110,14 @@ def test_default_pipeline_makes_the_release(small_run):
         path = results / "release" / name.lstrip("*")
         assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
     assert (results / "figures" / "completeness_purity.png").exists()
+    # metrics per observing condition, measured on the cutouts, and the pulls
+    # of the injected clumps' photometry
+    metrics = json.loads((results / "metrics.json").read_text())
+    assert sum(metrics["conditions"]["n_galaxies"]["sky_tier"].values()) == 24
+    assert "unknown" not in metrics["conditions"]["n_galaxies"]["sky_tier"]
+    assert set(metrics["conditions"]) >= {"model", "baseline"}
+    assert set(metrics["photometry_pulls"]["bands"]) == {"u", "g", "r", "i", "z"}
+    assert (results / "figures" / "conditions.png").exists()
 
 
 @pytest.mark.slow

@@ -1,5 +1,7 @@
 # Evaluation against truth (paper 4.4), the classical baseline, the
-# injection-recovery selection function, and the report's figures.
+# injection-recovery selection function and photometric pulls (the injected
+# sample's photometry comes from rule photometry), metrics per observing
+# condition, and the report's figures.
 
 
 rule baseline:
@@ -37,6 +39,7 @@ rule evaluate:
         ),
     params:
         options=evaluation_options,
+        threshold=config["catalogue"]["score_threshold"],
         out_dir=output_folder_of_summary,
     log:
         f"{RESULTS}/logs/evaluate.log",
@@ -49,7 +52,8 @@ rule evaluate:
         ENV
     shell:
         "{CLUMPCAT} evaluate --clumps {input.clumps} --truth {input.truth} "
-        "--galaxies {input.galaxies} {params.options} --out-dir {params.out_dir} "
+        "--galaxies {input.galaxies} {params.options} --score-threshold {params.threshold} "
+        "--out-dir {params.out_dir} "
         "--metrics {output.metrics} 2> {log}"
 
 
