@@ -229,6 +229,9 @@ def test_pulls_of_a_known_table():
         assert got["robust_std"] == pytest.approx(scale, rel=0.15)
     assert summary["bands"]["g"]["within_target"] is True
     assert summary["bands"]["r"]["within_target"] is False
+    # A band without any clump is still reported, with n = 0.
+    empty = pull_summary(table.iloc[:0], bands=["g"])
+    assert empty["bands"]["g"]["n"] == 0 and np.isnan(empty["bands"]["g"]["median"])
 
 
 def test_metrics_json_has_the_pulls(tmp_path):

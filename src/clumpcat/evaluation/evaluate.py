@@ -48,7 +48,7 @@ from clumpcat.evaluation.conditions import (
     conditions_block,
     conditions_table,
 )
-from clumpcat.evaluation.pulls import pull_summary, pull_table
+from clumpcat.evaluation.pulls import pull_bands, pull_summary, pull_table
 from clumpcat.matching import (
     DEFAULT_THRESHOLDS,
     ONE_SIGMA,
@@ -662,7 +662,8 @@ def evaluate_run(
             injected_photometry, injected_truth, threshold=score_threshold, fwhm_px_by_objid=fwhm
         )
         write_table(pulls, out_dir / "photometry_pulls.parquet")
-        metrics["photometry_pulls"] = pull_summary(pulls, threshold=score_threshold)
+        bands = pull_bands(injected_photometry, injected_truth)
+        metrics["photometry_pulls"] = pull_summary(pulls, bands=bands, threshold=score_threshold)
 
     if injected_truth is not None and injected_clumps is not None:
         inj_fwhm = dict(fwhm)

@@ -29,12 +29,23 @@ from clumpcat.constants import SDSS_BANDS
 from clumpcat.errors import InputError
 from clumpcat.matching import match_catalogues
 
-__all__ = ["PULL_MIN_SNR", "PULL_TARGET_STD", "pull_table", "pull_summary"]
+__all__ = ["PULL_MIN_SNR", "PULL_TARGET_STD", "pull_bands", "pull_table", "pull_summary"]
 
 #: Clumps count in the pull statistics above this true S/N (issue 11: S/N > 5).
 PULL_MIN_SNR = 5.0
 #: Range of pull standard deviations within which the errors are said to hold (issue 11).
 PULL_TARGET_STD = (0.8, 1.3)
+
+
+def pull_bands(photometry: pd.DataFrame, injected_truth: pd.DataFrame) -> list[str]:
+    """Bands with a true flux (``flux_<b>``) and a measured one with its error."""
+    return [
+        b
+        for b in (*SDSS_BANDS, "y")
+        if f"flux_{b}" in injected_truth.columns
+        and f"flux_nmgy_{b}" in photometry.columns
+        and f"flux_nmgy_err_{b}" in photometry.columns
+    ]
 
 
 def pull_table(
@@ -79,13 +90,7 @@ def pull_table(
         if missing:
             raise InputError(f"{name} table lacks column(s) {', '.join(missing)}")
     if bands is None:
-        bands = [
-            b
-            for b in (*SDSS_BANDS, "y")
-            if f"flux_{b}" in injected_truth.columns
-            and f"flux_nmgy_{b}" in photometry.columns
-            and f"flux_nmgy_err_{b}" in photometry.columns
-        ]
+        bands = pull_bands(photometry, injected_truth)
     tru = injected_truth.assign(objid=injected_truth["objid"].astype(str)).reset_index(drop=True)
     phot = photometry.assign(objid=photometry["objid"].astype(str))
     phot = phot[phot["objid"].isin(set(tru["objid"]))].reset_index(drop=True)
@@ -122,7 +127,11 @@ def pull_table(
 
 
 def pull_summary(
-    pulls: pd.DataFrame, *, min_snr: float = PULL_MIN_SNR, threshold: float | None = None
+    pulls: pd.DataFrame,
+    *,
+    bands: Sequence[str] | None = None,
+    min_snr: float = PULL_MIN_SNR,
+    threshold: float | None = None,
 ) -> dict:
     """The ``photometry_pulls`` block of ``metrics.json``.
 
@@ -130,6 +139,8 @@ def pull_summary(
     ----------
     pulls : pandas.DataFrame
         :func:`pull_table`.
+    bands : sequence of str, optional
+        Bands to report, those without a clump too (default: the table's).
     min_snr : float
         Only rows with ``snr_true > min_snr`` count.
     threshold : float, optional
@@ -152,7 +163,10 @@ def pull_summary(
         "with true flux / error > min_snr",
         "bands": {},
     }
-    for band, group in pulls.groupby("band", sort=False):
+    if bands is None:
+        bands = list(dict.fromkeys(pulls["band"]))
+    for band in bands:
+        group = pulls[pulls["band"] == band]
         sel = group[group["snr_true"] > min_snr]
         pull = sel["pull"].to_numpy(float)
         frac = (sel["flux"] / sel["flux_true"] - 1.0).to_numpy(float)
