@@ -3,6 +3,7 @@
 Run on one core, as a Snakemake job of the default pipeline would::
 
     OMP_NUM_THREADS=1 python benchmarks/bench_simulate.py --n 40
+    OMP_NUM_THREADS=1 python benchmarks/bench_simulate.py --n 40 --conditions nominal
 
 Prints one row per phase: galaxies, seconds, galaxies/s and the process's
 peak resident memory after the phase (MiB).
@@ -37,14 +38,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=40, help="galaxies to simulate (default 40)")
     parser.add_argument("--seed", type=int, default=1, help="survey seed (default 1)")
+    parser.add_argument(
+        "--conditions",
+        choices=("varied", "nominal"),
+        default="varied",
+        help="observing conditions drawn per galaxy, or the one nominal SDSS condition (default varied)",
+    )
     args = parser.parse_args(argv)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        draw_galaxy(args.seed, 0)  # warm caches (cosmology grid, GalSim tables)
+        draw_galaxy(args.seed, 0, args.conditions)  # warm caches (cosmology grid, GalSim tables)
 
         start = time.perf_counter()
-        models = [draw_galaxy(args.seed, i) for i in range(args.n)]
+        models = [draw_galaxy(args.seed, i, args.conditions) for i in range(args.n)]
         rows.append(("draw models (no pixels)", args.n, time.perf_counter() - start, _peak_mib()))
 
         start = time.perf_counter()
@@ -57,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(("write FITS only", len(rendered), time.perf_counter() - start, _peak_mib()))
 
         start = time.perf_counter()
-        galaxies, truth = simulate_survey(args.seed, 0, args.n, tmp / "cutouts")
+        galaxies, truth = simulate_survey(args.seed, 0, args.n, tmp / "cutouts", conditions=args.conditions)
         rows.append(("simulate (draw+render+write)", args.n, time.perf_counter() - start, _peak_mib()))
 
         start = time.perf_counter()

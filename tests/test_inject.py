@@ -14,6 +14,7 @@ from clumpcat.errors import InputError
 from clumpcat.postprocess.hostmask import host_galaxy_mask
 from clumpcat.survey import inject
 from clumpcat.survey.simulate import observe
+from clumpcat.survey.simulate.psfs import PsfShape, matched_psf
 from clumpcat.survey.simulate.truth import TRUTH_COLUMNS
 
 BIG_DISC = {"u": 60.0, "g": 150.0, "r": 250.0, "i": 300.0, "z": 320.0, "y": 330.0}
@@ -62,6 +63,36 @@ def test_injected_flux_recovered_by_an_aperture_sum_within_noise(make_cutout):
     sigma = 0.03 * np.sqrt(aperture.sum()) * 1.2
     assert abs(measured - expected) < 4 * sigma
     assert expected / sigma > 20
+
+
+def test_injected_clumps_carry_the_cutouts_own_psf(make_cutout):
+    """With PSF_<BAND> images the clump is that PSF at its position, not the nominal Moffat."""
+    cutout = _cutout(make_cutout)
+    shape = PsfShape("double_gaussian", wing_fraction=0.2, wing_ratio=2.5)
+    cutout.psf = {b: matched_psf(shape, cutout.psf_fwhm[b]).image for b in cutout.images}
+    injected, truth = inject.inject_clumps(cutout, 60.0, np.random.default_rng(5), 1)
+    x, y = truth.loc[0, ["x", "y"]]
+    for band in ("g", "r"):
+        diff = injected.images[band].astype(float) - cutout.images[band]
+        psf = cutout.psf[band]
+        h = psf.shape[0] // 2
+        ix, iy = int(np.rint(x)), int(np.rint(y))
+        stamp = diff[iy - h : iy + h + 1, ix - h : ix + h + 1] / truth.loc[0, f"flux_{band}"]
+        # the PSF image moved by the sub-pixel offset (Fourier shift), as the simulator draws points
+        moved = observe.convolve(np.zeros(psf.shape), psf, [(h + x - ix, h + y - iy, 1.0, 0.0)])
+        np.testing.assert_allclose(stamp, moved, atol=1e-6 * psf.max() + 1e-7)
+        assert stamp.sum() == pytest.approx(1.0, abs=1e-5)
+        # a 20% wing at 2.5x the core width: clearly not the nominal Moffat
+        moffat, _ix, _iy = observe.source_stamp(x, y, cutout.psf_fwhm[band], cutout.pixel_scale)
+        hm = min(h, moffat.shape[0] // 2)
+        core = moffat.shape[0] // 2
+        assert (
+            np.abs(
+                stamp[h - hm : h + hm + 1, h - hm : h + hm + 1]
+                - moffat[core - hm : core + hm + 1, core - hm : core + hm + 1]
+            ).max()
+            > 0.02 * psf.max()
+        )
 
 
 def test_flux_ratio_colours_and_reddening(make_cutout):

@@ -450,7 +450,8 @@ def _simulator_set(seed: int, n_gal: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     settings = PhotometrySettings(correction="moffat")
     parts = []
     for index in range(n_gal):
-        model = draw_galaxy(seed, index)
+        # the nominal condition: its Moffat PSF is the one the "moffat" correction assumes
+        model = draw_galaxy(seed, index, conditions="nominal")
         if not any(src.kind == "clump" for src in model.sources):
             continue  # nothing to measure: skip the rendering
         rendered = render_galaxy(model)

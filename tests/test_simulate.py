@@ -17,8 +17,10 @@ from clumpcat.errors import InputError
 from clumpcat.paths import OBJID_PATTERN
 from clumpcat.survey.cutouts import read_cutout
 from clumpcat.survey.galaxies import read_galaxies
+from clumpcat.survey.psf import PSF_FAMILIES, measure_fwhm
 from clumpcat.survey.simulate import cli as sim_cli
 from clumpcat.survey.simulate import observe
+from clumpcat.survey.simulate.conditions import COADD_NOISE_SCALE, SEEING_RANGE, SKY_NOISE_RANGE
 from clumpcat.survey.simulate.hosts import cutout_side
 from clumpcat.survey.simulate.sources import LOG_FLUX_RATIO_RANGE, Source, centre_distance_render_px
 from clumpcat.survey.simulate.survey import (
@@ -60,7 +62,12 @@ def test_outputs_meet_the_contracts(survey):
     assert docs["petro_r90_r"][0] == "arcsec" and docs["host_mag_u"][0] == "mag(AB)"
     assert galaxies["redshift"].between(0.02, 0.15).all()
     assert galaxies["petro_r90_r"].between(5.0, 25.0).all()
-    assert galaxies["psf_fwhm_r"].between(1.0, 1.8).all()
+    # r-band seeing of the varied survey; measured on the PSF image, in steps of ~1.6%
+    lo, hi = SEEING_RANGE
+    assert galaxies["psf_fwhm_r"].between(0.98 * lo, 1.02 * hi).all()
+    assert set(galaxies["psf_family"]) <= set(PSF_FAMILIES)
+    assert galaxies["sky_noise_scale"].between(COADD_NOISE_SCALE, SKY_NOISE_RANGE[1]).all()
+    assert docs["sky_noise_scale"][1].startswith("Sky noise")
     truth = pd.read_parquet(survey / "a" / "truth.parquet")
     assert tuple(truth.columns) == tuple(TRUTH_COLUMNS)
     assert (
@@ -75,8 +82,12 @@ def test_outputs_meet_the_contracts(survey):
         assert cutout.shape == (side, side)
         assert cutout.pixel_scale == pytest.approx(SDSS_PIXEL_SCALE)
         assert set(cutout.ivar) == set(SDSS_BANDS)
+        assert set(cutout.psf) == set(SDSS_BANDS)
         for band in SDSS_BANDS:
             assert cutout.psf_fwhm[band] == pytest.approx(getattr(row, f"psf_fwhm_{band}"))
+            # PSF_FWHM is the half-maximum FWHM of the PSF the cutout carries
+            measured = measure_fwhm(cutout.psf[band]) * cutout.pixel_scale
+            assert measured == pytest.approx(cutout.psf_fwhm[band], rel=1e-3)
         centre = cutout.wcs.wcs_pix2world([[(side - 1) / 2, (side - 1) / 2]], 0)[0]
         assert centre == pytest.approx([row.ra, row.dec], abs=1e-9)
         with fits.open(survey / "a" / "cutouts" / f"{row.objid}.fits") as hdul:
@@ -109,16 +120,16 @@ def test_union_of_shards_equals_the_whole_run(survey):
     assert (status["status"] == "ok").all()
 
 
-def _plain_model(seed=3, index=0, **source):
+def _plain_model(seed=3, index=0, conditions="nominal", **source):
     """A galaxy without arms, bar, background galaxies; one source placed by the caller."""
-    model = draw_galaxy(seed, index)
+    model = draw_galaxy(seed, index, conditions=conditions)
     host = dataclasses.replace(model.host, arms=None, bar=None)
     return dataclasses.replace(model, host=host, background=(), sources=(Source(**source),))
 
 
 def test_clump_flux_recovered_by_an_aperture_sum():
     """A clump's r-band flux, aperture sum minus annulus median, agrees within its noise."""
-    model = draw_galaxy(3, 0)
+    model = draw_galaxy(3, 0, conditions="nominal")  # the expected flux uses the nominal Moffat
     c = (model.side - 1) / 2
     r90 = model.host.petro_r90 / SDSS_PIXEL_SCALE
     x = c + r90 * np.cos(model.host.pa)

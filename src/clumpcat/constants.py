@@ -13,6 +13,7 @@ __all__ = [
     "SURVEY_BANDS",
     "RGB_BANDS",
     "SDSS_PIXEL_SCALE",
+    "SDSS_SKY_SIGMA_R",
     "HSC_PIXEL_SCALE",
     "NANOMAGGY_ZEROPOINT",
     "NANOMAGGY_JY",
@@ -54,6 +55,9 @@ RGB_BANDS: tuple[str, str, str] = ("i", "r", "g")
 
 #: Native SDSS pixel scale in arcsec per pixel (App. A.1).
 SDSS_PIXEL_SCALE = 0.396
+#: r-band sky noise per pixel of an SDSS frame, nanomaggies (measured on a real
+#: frame; issue 10): the simulator's nominal sky noise is 0.0332 (observe.sky_sigma).
+SDSS_SKY_SIGMA_R = 0.034
 #: HSC-SSP coadd pixel scale in arcsec per pixel.
 HSC_PIXEL_SCALE = 0.168
 

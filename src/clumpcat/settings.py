@@ -345,6 +345,24 @@ class SimulateSettings(Settings):
 
     n_galaxies: int = setting(240, "Number of galaxies.", cli=False, minimum=1)
     seed: int = setting(20240601, "Random seed; the same seed gives the same files.", cli=False)
+    conditions: str = setting(
+        "varied",
+        "Observing conditions of the synthetic survey and training survey: 'varied' draws sky noise "
+        "(x0.6-2.2 of SDSS, some x0.3 coadds), seeing (0.9-2.2\") and PSF shape per galaxy; 'nominal' "
+        'is one SDSS condition (x1 noise, Moffat beta 4.765, seeing 1.0-1.8").',
+        choices=("varied", "nominal"),
+    )
+    sky_noise_scale: float | None = setting(
+        None,
+        "Sky noise in units of SDSS's; null draws it per galaxy (below 0.6: a deep coadd).",
+        exclusive_minimum=0,
+    )
+    # The names of clumpcat.survey.psf.PSF_FAMILIES (this module imports no stage).
+    psf_family: str | None = setting(
+        None,
+        "PSF shape of every galaxy; null draws it per galaxy (its parameters are drawn either way).",
+        choices=("gaussian", "moffat", "double_gaussian"),
+    )
 
 
 @dataclass(frozen=True)

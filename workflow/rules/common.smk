@@ -6,7 +6,7 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from clumpcat.settings import DetectSettings, TrainingSettings
+from clumpcat.settings import DetectSettings, SimulateSettings, TrainingSettings
 
 
 validate(config, schema="../schemas/config.schema.yaml")
@@ -214,6 +214,8 @@ def backbone_weights_option(wildcards):
 
 #: The training and detection settings of config.yaml as the stages' options.
 TRAINING_OPTIONS = TrainingSettings.cli_args(config.get("training"))
+#: Observing conditions of both synthetic samples (survey and training survey).
+SIMULATE_OPTIONS = SimulateSettings.cli_args(config.get("simulate"))
 DETECT_OPTIONS = DetectSettings.cli_args(config.get("detect"))
 
 

@@ -16,6 +16,7 @@ if SYNTHETIC or "training" in SAMPLES:
             number=simulate_count,
             total=simulate_total,
             cutouts=cutouts_param,
+            options=SIMULATE_OPTIONS,
         log:
             f"{RESULTS}/logs/simulate/{{sample}}-{{shard}}.log",
         benchmark:
@@ -29,7 +30,7 @@ if SYNTHETIC or "training" in SAMPLES:
             "{CLUMPCAT} simulate --n {params.total} --seed {params.seed} "
             "--first {params.first} --count {params.number} "
             "--galaxies {output.galaxies} --truth {output.truth} "
-            "--cutouts {params.cutouts} 2> {log}"
+            "--cutouts {params.cutouts} {params.options} 2> {log}"
 
 
 if not SYNTHETIC:

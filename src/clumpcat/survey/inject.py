@@ -7,9 +7,11 @@ detector is run and the recovered fraction measured against the truth table
 written here (same schema as ``clumpcat simulate``'s,
 :data:`clumpcat.survey.simulate.truth.TRUTH_COLUMNS`).
 
-Each band's clump is a pixel-integrated Moffat PSF with that band's
-``PSF_FWHM`` from the file (the PSF model of :mod:`clumpcat.survey.simulate.observe`),
-placed with the cutout's WCS. The clump's own Poisson noise is not added and
+Each band's clump is the cutout's own ``PSF_<BAND>`` image moved to the
+clump's sub-pixel position, or, where the cutout carries no PSF image, a
+pixel-integrated Moffat PSF with that band's ``PSF_FWHM`` from the file (the
+nominal PSF of :mod:`clumpcat.survey.simulate.observe`), placed with the
+cutout's WCS. The clump's own Poisson noise is not added and
 the IVAR planes are copied unchanged: injected clumps are faint next to the
 host, whose noise dominates.
 
@@ -36,6 +38,7 @@ from clumpcat.paths import objid_path
 from clumpcat.postprocess.hostmask import host_galaxy_mask
 from clumpcat.survey.cutouts import Cutout, read_cutout, write_cutout
 from clumpcat.survey.galaxies import read_galaxies
+from clumpcat.survey.psf import encircled_energy
 from clumpcat.survey.simulate import colours, observe
 from clumpcat.survey.simulate.sources import LOG_FLUX_RATIO_RANGE
 from clumpcat.survey.simulate.truth import DETECTION_SNR, TRUTH_COLUMNS, truth_frame
@@ -227,11 +230,16 @@ def inject_clumps(
         factors = _band_factors(cutout, colours.clump_colours(rng), ebv, rng)
         fluxes = {b: ratio * host_flux_u * f for b, f in factors.items()}
         for band, flux in fluxes.items():
-            stamp, ix, iy = observe.source_stamp(x, y, cutout.psf_fwhm[band], scale)
+            # the cutout's own PSF where it carries one, else the nominal Moffat
+            if band in cutout.psf:
+                stamp, ix, iy = observe.shifted_psf(cutout.psf[band], x, y)
+            else:
+                stamp, ix, iy = observe.source_stamp(x, y, cutout.psf_fwhm[band], scale)
             observe.add_stamp(images[band], stamp, ix, iy, flux)
         snr = {}
         for band in ("g", "r"):
             if band in fluxes:
+                radius = APERTURE_RADIUS_FWHM * cutout.fwhm_pixels(band)
                 snr[band] = observe.aperture_snr(
                     fluxes[band],
                     x,
@@ -239,6 +247,7 @@ def inject_clumps(
                     cutout.fwhm_pixels(band),
                     _variance(cutout, band),
                     APERTURE_RADIUS_FWHM,
+                    encircled_energy(cutout.psf[band], radius) if band in cutout.psf else None,
                 )
         ref_band = "r" if "r" in cutout.images else _detection_band(cutout)
         rows.append(

@@ -6,6 +6,12 @@ The whole survey into one folder::
 
     clumpcat simulate --n 800 --seed 1 --out results/sim
 
+The same galaxies under one nominal SDSS condition, or all with a Gaussian PSF
+at twice SDSS's sky noise::
+
+    clumpcat simulate --n 800 --seed 1 --out results/nominal --conditions nominal
+    clumpcat simulate --n 800 --seed 1 --out results/g2 --psf-family gaussian --sky-noise-scale 2
+
 One shard, as a Snakemake job calls it (galaxies 200..399)::
 
     clumpcat simulate --seed 1 --first 200 --count 200 \\
@@ -21,6 +27,7 @@ from pathlib import Path
 
 from clumpcat.errors import InputError
 from clumpcat.ledger import write_status
+from clumpcat.settings import SimulateSettings
 from clumpcat.survey.simulate.survey import galaxy_docs, simulate_survey
 from clumpcat.survey.simulate.truth import TRUTH_COLUMNS
 from clumpcat.tables import write_table
@@ -41,6 +48,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--truth", type=Path, help="truth table to write (default OUT/truth.parquet)")
     parser.add_argument("--cutouts", type=Path, help="cutout folder (default OUT/cutouts)")
     parser.add_argument("--status", type=Path, help="also write a status table (every galaxy ok)")
+    SimulateSettings.add_options(parser)
 
 
 def _resolve(args) -> tuple[int, int, Path, Path, Path]:
@@ -78,13 +86,22 @@ def _resolve(args) -> tuple[int, int, Path, Path, Path]:
 def run(args: argparse.Namespace) -> int:
     """Simulate the requested galaxies and write cutouts, galaxy and truth tables."""
     first, count, galaxies_path, truth_path, cutout_dir = _resolve(args)
-    log.info("simulating galaxies %d..%d of seed %d into %s", first, first + count - 1, args.seed, cutout_dir)
-    galaxies, truth = simulate_survey(args.seed, first, count, cutout_dir)
+    settings = SimulateSettings.from_args(args)
+    log.info(
+        "simulating galaxies %d..%d of seed %d into %s (%s)",
+        first,
+        first + count - 1,
+        args.seed,
+        cutout_dir,
+        settings.cli_values(),
+    )
+    galaxies, truth = simulate_survey(args.seed, first, count, cutout_dir, **settings.cli_values())
     meta = {
         "clumpcat_generator": "simulate",
         "seed": str(args.seed),
         "first": str(first),
         "count": str(count),
+        **{key: str(value) for key, value in settings.cli_values().items()},
     }
     write_table(galaxies, galaxies_path, galaxy_docs(), meta)
     write_table(truth, truth_path, TRUTH_COLUMNS, meta)

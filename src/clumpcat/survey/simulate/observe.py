@@ -1,16 +1,18 @@
 """Observing a model scene as SDSS would: PSF, reddening, noise, WCS.
 
 Pixels are in nanomaggies (AB zero point 22.5) at 0.396 arcsec/px
-(App. A.1). The PSF is a Moffat profile with the atmospheric-turbulence
-index beta = 4.765 (Trujillo et al. 2001), its FWHM per band scaled from
-the r band by SDSS's median seeing ratios. Every PSF FWHM in the simulator
-(the model's ``psf_fwhm``, the cutouts' ``PSF_FWHM``, the galaxy table's
+(App. A.1). A galaxy's PSF has one shape in every band (Gaussian, Moffat or
+double Gaussian: :mod:`.psfs`, drawn per galaxy by :mod:`.conditions`; the
+nominal survey's is a Moffat with the atmospheric-turbulence index
+beta = 4.765, Trujillo et al. 2001), its FWHM per band scaled from the r band
+by SDSS's median seeing ratios. Every PSF FWHM in the simulator (the model's
+``psf_fwhm``, the cutouts' ``PSF_FWHM``, the galaxy table's
 ``psf_fwhm_<band>``, the truth's ``fwhm_r_px``) is the *effective* FWHM of
-the PSF convolved with the pixel, the width a survey measures on its images
-(SDSS ``psfWidth``, HSC PSF pictures); the Moffat profile drawn before the
-pixel response is slightly narrower (:func:`moffat_fwhm_for`). Noise is sky-limited Gaussian
-noise set by SDSS 5-sigma point-source depths plus Poisson noise of the
-sources, and the images are sky-subtracted, like SDSS ``frame`` files.
+the PSF convolved with the pixel, the width a survey measures on its images;
+the cutouts and tables give the half-maximum FWHM measured on the PSF image
+the cutout carries. Noise is sky-limited Gaussian noise set by SDSS 5-sigma
+point-source depths, times the galaxy's sky noise scale, plus Poisson noise
+of the sources, and the images are sky-subtracted, like SDSS ``frame`` files.
 
 All positions are in the *cutout* frame: FITS pixels, 0-based, ``[y, x]``
 indexing, pixel centres at integer coordinates.
@@ -40,8 +42,8 @@ __all__ = [
     "moffat_alpha",
     "moffat_encircled",
     "psf_profile",
-    "psf_kernel",
     "source_stamp",
+    "shifted_psf",
     "add_stamp",
     "convolve",
     "extinction_factors",
@@ -75,12 +77,16 @@ PSF_HALF_WIDTH_FWHM = 4.0
 _FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
 
 
-def draw_psf_fwhm(rng: np.random.Generator, bands=SDSS_BANDS) -> dict[str, float]:
-    """Per-band effective PSF FWHM in arcsec: r uniform in 1.0-1.8", others scaled with 3% scatter.
+def draw_psf_fwhm(
+    rng: np.random.Generator, bands=SDSS_BANDS, fwhm_range: tuple[float, float] = PSF_FWHM_R_RANGE
+) -> dict[str, float]:
+    """Per-band effective PSF FWHM in arcsec: r uniform in ``fwhm_range``, others scaled with 3% scatter.
 
     Effective: of the PSF convolved with the pixel, as a survey reports it.
+    The same random numbers are drawn whatever the range, so a galaxy keeps
+    its seeing quantile (and everything drawn after it) across ranges.
     """
-    fwhm_r = rng.uniform(*PSF_FWHM_R_RANGE)
+    fwhm_r = rng.uniform(*fwhm_range)
     out = {}
     for band in bands:
         jitter = 1.0 if band == "r" else float(np.exp(rng.normal(0.0, 0.03)))
@@ -196,18 +202,6 @@ def _pixel_convolved(profile: galsim.GSObject, scale: float) -> galsim.GSObject:
     return galsim.Convolve(profile, galsim.Pixel(scale), real_space=False)
 
 
-def psf_kernel(fwhm_arcsec: float, scale: float = SDSS_PIXEL_SCALE) -> np.ndarray:
-    """Pixel-integrated PSF image (odd side, centred, sum ~ 1) for FFT convolution.
-
-    ``fwhm_arcsec`` is the effective FWHM, of the PSF convolved with the pixel.
-    """
-    half = int(np.ceil(PSF_HALF_WIDTH_FWHM * fwhm_arcsec / scale))
-    image = galsim.ImageD(2 * half + 1, 2 * half + 1, scale=scale)
-    profile = psf_profile(moffat_fwhm_for(fwhm_arcsec, scale))
-    _pixel_convolved(profile, scale).drawImage(image=image, method="no_pixel")
-    return image.array
-
-
 def source_stamp(
     x: float,
     y: float,
@@ -245,6 +239,33 @@ def source_stamp(
     return image.array, ix, iy
 
 
+def shifted_psf(psf: np.ndarray, x: float, y: float) -> tuple[np.ndarray, int, int]:
+    """A sampled PSF image moved to ``(x, y)``: unit flux, ready for :func:`add_stamp`.
+
+    The sub-pixel shift is a phase ramp in Fourier space, the band-limited
+    interpolation :func:`convolve` gives point sources, so a source injected
+    with a cutout's ``PSF_<BAND>`` looks like the simulator's own.
+
+    Parameters
+    ----------
+    psf : ndarray
+        Odd-side PSF image centred on its central pixel (unit sum).
+    x, y : float
+        Centre in the cutout frame (0-based pixels).
+
+    Returns
+    -------
+    stamp : ndarray
+        Same shape as ``psf``, summing to ``psf.sum()``.
+    ix, iy : int
+        Cutout pixel of the stamp's central pixel.
+    """
+    ix, iy = int(np.rint(x)), int(np.rint(y))
+    half_y, half_x = psf.shape[0] // 2, psf.shape[1] // 2
+    stamp = convolve(np.zeros(psf.shape), psf, [(half_x + x - ix, half_y + y - iy, 1.0, 0.0)])
+    return stamp, ix, iy
+
+
 def add_stamp(target: np.ndarray, stamp: np.ndarray, ix: int, iy: int, weight: float = 1.0) -> None:
     """Add ``weight * stamp`` centred on pixel ``(ix, iy)``, clipped at the edges."""
     half_y, half_x = stamp.shape[0] // 2, stamp.shape[1] // 2
@@ -270,15 +291,16 @@ def convolve(
     image : ndarray
         Scene before the PSF, sampled at pixel centres.
     kernel : ndarray
-        Pixel-integrated PSF (:func:`psf_kernel`).
+        Pixel-integrated, centred, odd-side PSF image (:func:`.psfs.matched_psf`).
     points : sequence of (x, y, flux, sigma_px)
         Sources added to the scene in Fourier space, so that their sub-pixel
         positions are exact: a point (``sigma_px = 0``) or a Gaussian knot of
         standard deviation ``sigma_px`` at ``(x, y)`` in the cutout frame.
         Convolved with the kernel they become pixel-integrated PSF images
-        (band-limited interpolation of the kernel: for a FWHM of 2.4 px, the
-        sharpest of the survey, within 0.3% of the peak of a PSF drawn
-        directly by GalSim at that position; flux and centroid exact).
+        (band-limited interpolation of the kernel: for a FWHM of 2.2 px, the
+        sharpest of the survey, within 0.5% (Gaussian) to 1.5% (Moffat
+        beta 2.5) of the peak of a PSF drawn directly by GalSim at that
+        position; flux and centroid exact).
 
     Returns
     -------
@@ -321,15 +343,40 @@ def sky_sigma(band: str, scale: float = SDSS_PIXEL_SCALE) -> float:
     return float(f5 / (5.0 * np.sqrt(4.0 * np.pi * s_px**2)))
 
 
-def noise_variance(model: np.ndarray, band: str, scale: float = SDSS_PIXEL_SCALE) -> np.ndarray:
-    """Per-pixel variance (nanomaggy^2): sky plus Poisson noise of the model light."""
-    return sky_sigma(band, scale) ** 2 + np.clip(model, 0.0, None) / ELECTRONS_PER_NMGY[band]
+def noise_variance(
+    model: np.ndarray,
+    band: str,
+    scale: float = SDSS_PIXEL_SCALE,
+    sky_noise_scale: float = 1.0,
+    exposure: float = 1.0,
+) -> np.ndarray:
+    """Per-pixel variance (nanomaggy^2): sky plus Poisson noise of the model light.
+
+    Parameters
+    ----------
+    model : ndarray
+        Noiseless image in nanomaggies.
+    band : str
+    scale : float
+        Pixel scale in arcsec.
+    sky_noise_scale : float
+        Sky noise in units of :func:`sky_sigma`.
+    exposure : float
+        Exposure in SDSS exposures: the photo-electrons per nanomaggy scale with it.
+    """
+    sky = sky_sigma(band, scale) * sky_noise_scale
+    return sky**2 + np.clip(model, 0.0, None) / (ELECTRONS_PER_NMGY[band] * exposure)
 
 
 def add_noise(
-    model: np.ndarray, band: str, rng: np.random.Generator, scale: float = SDSS_PIXEL_SCALE
+    model: np.ndarray,
+    band: str,
+    rng: np.random.Generator,
+    scale: float = SDSS_PIXEL_SCALE,
+    sky_noise_scale: float = 1.0,
+    exposure: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Noisy sky-subtracted image and its inverse variance.
+    """Noisy sky-subtracted image and its inverse variance (:func:`noise_variance`).
 
     Returns
     -------
@@ -338,7 +385,7 @@ def add_noise(
     ivar : ndarray of float32
         Inverse variance in nanomaggy^-2.
     """
-    variance = noise_variance(model, band, scale)
+    variance = noise_variance(model, band, scale, sky_noise_scale, exposure)
     noisy = model + np.sqrt(variance) * rng.standard_normal(model.shape)
     return noisy.astype(np.float32), (1.0 / variance).astype(np.float32)
 
@@ -380,6 +427,7 @@ def aperture_snr(
     fwhm_px: float,
     variance: np.ndarray,
     radius_fwhm: float,
+    encircled: float | None = None,
 ) -> float:
     """S/N of a source in a circular aperture, given the per-pixel variance map.
 
@@ -395,12 +443,15 @@ def aperture_snr(
         Per-pixel variance of the image: sky, host light and sources.
     radius_fwhm : float
         Aperture radius in units of ``fwhm_px``.
+    encircled : float, optional
+        Share of the source's light inside the aperture, from its own PSF;
+        default: that of the nominal Moffat (:func:`moffat_encircled`).
 
     Returns
     -------
     float
-        ``flux * EE(r) / sqrt(sum of variance in the aperture)`` with the
-        Moffat encircled energy ``EE``; 0 when the aperture is off the image.
+        ``flux * EE(r) / sqrt(sum of variance in the aperture)``; 0 when the
+        aperture is off the image.
     """
     radius = radius_fwhm * fwhm_px
     ny, nx = variance.shape
@@ -413,4 +464,6 @@ def aperture_snr(
     noise = float(np.sqrt(variance[y0:y1, x0:x1][inside].sum()))
     if noise <= 0:
         return 0.0
-    return float(flux * moffat_encircled(radius, fwhm_px) / noise)
+    if encircled is None:
+        encircled = float(moffat_encircled(radius, fwhm_px))
+    return float(flux * encircled / noise)

@@ -5,11 +5,16 @@ Each galaxy depends only on ``(seed, index)``: its model is drawn from
 ``default_rng([seed, index, 1])``, so any shard ``first..first+count-1``
 is made on its own and the union of shards equals the unsharded run.
 
+Its observing conditions (sky noise, PSF shape; :mod:`.conditions`) come from
+``default_rng([seed, index, 2])``.
+
 A galaxy is first drawn as numbers (:func:`draw_galaxy`, microseconds), then
-rendered (:func:`render_galaxy`): the host's components are drawn once with
-GalSim and combined per band by colour, convolved with each band's PSF,
-clumps and stars added at exact sub-pixel positions in Fourier space, Galactic reddening
-applied and noise added.
+rendered (:func:`render_galaxy`): each band's PSF is drawn once with GalSim
+(:mod:`.psfs`), the host's components are drawn once and combined per band by
+colour, convolved with the band's PSF image, clumps and stars added at exact
+sub-pixel positions in Fourier space, Galactic reddening applied and noise
+added. The PSF images travel with the cutout (``PSF_<BAND>``) and their
+measured half-maximum FWHM is its ``PSF_FWHM``.
 """
 
 from __future__ import annotations
@@ -22,14 +27,23 @@ from pathlib import Path
 import galsim
 import numpy as np
 import pandas as pd
+from scipy import ndimage
 
 from clumpcat.constants import APERTURE_RADIUS_FWHM, SDSS_BANDS, SDSS_PIXEL_SCALE
 from clumpcat.logs import progress
 from clumpcat.paths import objid_path
 from clumpcat.survey.cutouts import Cutout, write_cutout
 from clumpcat.survey.galaxies import GALAXY_COLUMNS
+from clumpcat.survey.psf import encircled_energy, normalise_psf
 from clumpcat.survey.simulate import colours, observe
+from clumpcat.survey.simulate.conditions import (
+    CONDITION_COLUMNS,
+    Conditions,
+    draw_conditions,
+    seeing_range,
+)
 from clumpcat.survey.simulate.hosts import HostModel, cutout_side, draw_host, host_components
+from clumpcat.survey.simulate.psfs import SimulatedPsf, matched_psf
 from clumpcat.survey.simulate.sources import BackgroundGalaxy, Source, draw_background, draw_sources
 from clumpcat.survey.simulate.truth import DETECTION_SNR, truth_frame
 
@@ -41,6 +55,7 @@ __all__ = [
     "sim_objid",
     "draw_galaxy",
     "render_galaxy",
+    "galaxy_psfs",
     "source_fluxes",
     "simulate_galaxies",
     "simulate_survey",
@@ -79,6 +94,7 @@ GALAXY_TABLE_COLUMNS: tuple[str, ...] = (
     "log_ssfr",
     *(f"host_mag_{b}" for b in SDSS_BANDS),
     *(f"host_mag_err_{b}" for b in SDSS_BANDS),
+    *CONDITION_COLUMNS,
 )
 
 
@@ -98,7 +114,10 @@ class GalaxyModel:
         E(B-V) at the galaxy.
     psf_fwhm : dict of str to float
         Per-band effective PSF FWHM (of the PSF convolved with the pixel,
-        as a survey reports it), arcsec.
+        as a survey reports it), arcsec: the target the PSF is drawn to; the
+        cutout reports the FWHM measured on the drawn PSF image.
+    conditions : Conditions
+        Sky noise scale, exposure and PSF shape.
     host : HostModel
     sources : tuple of Source
         Truth sources (clumps and stars).
@@ -115,6 +134,7 @@ class GalaxyModel:
     redshift: float
     ebv: float
     psf_fwhm: dict[str, float]
+    conditions: Conditions
     host: HostModel
     sources: tuple[Source, ...]
     background: tuple[BackgroundGalaxy, ...]
@@ -165,7 +185,13 @@ def _draw_redshift(rng: np.random.Generator, r90_arcsec: float) -> float:
     return float(rng.uniform(*REDSHIFT_RANGE))
 
 
-def draw_galaxy(seed: int, index: int) -> GalaxyModel:
+def draw_galaxy(
+    seed: int,
+    index: int,
+    conditions: str = "varied",
+    sky_noise_scale: float | None = None,
+    psf_family: str | None = None,
+) -> GalaxyModel:
     """Draw galaxy ``index`` of the survey ``seed`` (no pixels).
 
     Parameters
@@ -174,19 +200,30 @@ def draw_galaxy(seed: int, index: int) -> GalaxyModel:
         Survey seed (>= 0).
     index : int
         Galaxy number within the survey (>= 0).
+    conditions : {'varied', 'nominal'}
+        Observing conditions drawn per galaxy, or the one nominal SDSS
+        condition (:func:`clumpcat.survey.simulate.conditions.draw_conditions`).
+    sky_noise_scale : float, optional
+        Fix the sky noise (units of SDSS's) instead of drawing it.
+    psf_family : str, optional
+        Fix the PSF family instead of drawing it.
 
     Returns
     -------
     GalaxyModel
+        The host, sources and background are the same whatever the
+        conditions, except for what scales with the seeing (pair separations,
+        sizes of resolved clumps).
     """
     if seed < 0 or index < 0:
         raise ValueError(f"seed and index must be >= 0, got seed={seed}, index={index}")
+    observing = draw_conditions(seed, index, conditions, sky_noise_scale, psf_family)
     rng = np.random.default_rng([seed, index, 0])
     ra = float(rng.uniform(*FOOTPRINT_RA))
     sin_lo, sin_hi = np.sin(np.deg2rad(FOOTPRINT_DEC))
     dec = float(np.rad2deg(np.arcsin(rng.uniform(sin_lo, sin_hi))))
     ebv = float(min(_EBV_MIN + rng.exponential(_EBV_SCALE), _EBV_MAX))
-    psf = observe.draw_psf_fwhm(rng)
+    psf = observe.draw_psf_fwhm(rng, fwhm_range=seeing_range(conditions))
     host = draw_host(rng)
     redshift = _draw_redshift(rng, host.petro_r90)
     side = cutout_side(host.petro_r90)
@@ -208,6 +245,7 @@ def draw_galaxy(seed: int, index: int) -> GalaxyModel:
         redshift=redshift,
         ebv=ebv,
         psf_fwhm=psf,
+        conditions=observing,
         host=host,
         sources=sources,
         background=background,
@@ -260,14 +298,21 @@ def _background_scene(model: GalaxyModel, side: int, ext: np.ndarray) -> np.ndar
     return scene
 
 
-def _host_mag_errors(host_flux: np.ndarray, petro_r90: float) -> np.ndarray:
+def _host_mag_errors(host_flux: np.ndarray, petro_r90: float, conditions: Conditions) -> np.ndarray:
     """Magnitude errors: Poisson noise of the host plus sky inside petroR90_r."""
     npix = np.pi * (petro_r90 / SDSS_PIXEL_SCALE) ** 2
     err = np.empty(len(SDSS_BANDS))
     for b, band in enumerate(SDSS_BANDS):
-        var = host_flux[b] / observe.ELECTRONS_PER_NMGY[band] + npix * observe.sky_sigma(band) ** 2
+        electrons = observe.ELECTRONS_PER_NMGY[band] * conditions.exposure
+        sky = observe.sky_sigma(band) * conditions.sky_noise_scale
+        var = host_flux[b] / electrons + npix * sky**2
         err[b] = 2.5 / np.log(10.0) * np.sqrt(var) / host_flux[b]
     return err
+
+
+def galaxy_psfs(model: GalaxyModel, scale: float = SDSS_PIXEL_SCALE) -> dict[str, SimulatedPsf]:
+    """Each band's PSF of a galaxy: its shape, drawn to the band's FWHM (:func:`.psfs.matched_psf`)."""
+    return {band: matched_psf(model.conditions.psf, model.psf_fwhm[band], scale) for band in SDSS_BANDS}
 
 
 def render_galaxy(model: GalaxyModel, noise: bool = True) -> RenderedGalaxy:
@@ -283,12 +328,16 @@ def render_galaxy(model: GalaxyModel, noise: bool = True) -> RenderedGalaxy:
     Returns
     -------
     RenderedGalaxy
-        ``cutout`` (ugriz nanomaggies, TAN WCS, PSF FWHM, IVAR), ``galaxy``
-        (a dict with :data:`GALAXY_TABLE_COLUMNS`) and ``truth`` (the truth
-        table's columns, :data:`clumpcat.survey.simulate.truth.TRUTH_COLUMNS`).
+        ``cutout`` (ugriz nanomaggies, TAN WCS, PSF images and their
+        measured FWHM, IVAR), ``galaxy`` (a dict with
+        :data:`GALAXY_TABLE_COLUMNS`) and ``truth`` (the truth table's
+        columns, :data:`clumpcat.survey.simulate.truth.TRUTH_COLUMNS`).
     """
     side = model.side
     scale = SDSS_PIXEL_SCALE
+    sky = model.conditions
+    psfs = galaxy_psfs(model, scale)
+    fwhm = {band: psf.fwhm_arcsec for band, psf in psfs.items()}
     ext = observe.extinction_factors(model.ebv)
     components = host_components(model.host, side, scale)
     comp_flux = {name: f * ext for name, f in model.host.component_fluxes().items()}
@@ -301,31 +350,39 @@ def render_galaxy(model: GalaxyModel, noise: bool = True) -> RenderedGalaxy:
         scene = background[b]
         for name, image in components.items():
             scene = scene + comp_flux[name][b] * image
-        fwhm = model.psf_fwhm[band]
         points = [
             (src.x, src.y, src_flux[k, b], src.size_fwhm / scale / _FWHM_PER_SIGMA)
             for k, src in enumerate(model.sources)
         ]
-        band_model = observe.convolve(scene, observe.psf_kernel(fwhm, scale), points)
-        variances[band] = observe.noise_variance(band_model, band, scale)
+        band_model = observe.convolve(scene, psfs[band].image, points)
+        variances[band] = observe.noise_variance(band_model, band, scale, sky.sky_noise_scale, sky.exposure)
         if noise:
-            images[band], ivars[band] = observe.add_noise(band_model, band, noise_rng, scale)
+            images[band], ivars[band] = observe.add_noise(
+                band_model, band, noise_rng, scale, sky.sky_noise_scale, sky.exposure
+            )
         else:
             images[band] = band_model.astype(np.float32)
             ivars[band] = (1.0 / variances[band]).astype(np.float32)
         models[band] = band_model
 
     wcs = observe.tan_wcs(model.ra, model.dec, (side, side), scale)
-    cutout = Cutout(objid=model.objid, images=images, wcs=wcs, psf_fwhm=dict(model.psf_fwhm), ivar=ivars)
-    galaxy = _galaxy_row(model, host_flux)
-    truth = _truth_rows(model, wcs, host_flux, src_flux, variances)
+    cutout = Cutout(
+        objid=model.objid,
+        images=images,
+        wcs=wcs,
+        psf_fwhm=fwhm,
+        ivar=ivars,
+        psf={band: psf.image for band, psf in psfs.items()},
+    )
+    galaxy = _galaxy_row(model, host_flux, fwhm)
+    truth = _truth_rows(model, wcs, host_flux, src_flux, variances, psfs)
     return RenderedGalaxy(cutout=cutout, galaxy=galaxy, truth=truth, model_images=models)
 
 
-def _galaxy_row(model: GalaxyModel, host_flux: np.ndarray) -> dict:
+def _galaxy_row(model: GalaxyModel, host_flux: np.ndarray, fwhm: dict[str, float]) -> dict:
     host = model.host
     mags = observe.nmgy_to_mag(host_flux)
-    errs = _host_mag_errors(host_flux, host.petro_r90)
+    errs = _host_mag_errors(host_flux, host.petro_r90, model.conditions)
     row = {
         "objid": model.objid,
         "ra": model.ra,
@@ -334,17 +391,27 @@ def _galaxy_row(model: GalaxyModel, host_flux: np.ndarray) -> dict:
         "petro_r90_r": host.petro_r90,
         "axis_ratio": host.axis_ratio,
         "exp_rad_r": host.disc_re,
-        **{f"psf_fwhm_{b}": model.psf_fwhm[b] for b in SDSS_BANDS},
+        **{f"psf_fwhm_{b}": fwhm[b] for b in SDSS_BANDS},
         "ebv": model.ebv,
         "log_mstar": model.log_mstar,
         "log_ssfr": model.log_ssfr,
         **{f"host_mag_{b}": float(mags[i]) for i, b in enumerate(SDSS_BANDS)},
         **{f"host_mag_err_{b}": float(errs[i]) for i, b in enumerate(SDSS_BANDS)},
+        **model.conditions.columns(),
     }
     return row
 
 
-def _truth_rows(model, wcs, host_flux, src_flux, variances) -> pd.DataFrame:
+def _source_encircled(psf: SimulatedPsf, size_fwhm: float, radius_px: float) -> float:
+    """Share of a source's light within ``radius_px``: its PSF image, blurred by its own size."""
+    image = psf.image
+    if size_fwhm > 0:
+        sigma_px = size_fwhm / SDSS_PIXEL_SCALE / _FWHM_PER_SIGMA
+        image = normalise_psf(ndimage.gaussian_filter(image, sigma_px, mode="constant"))
+    return encircled_energy(image, radius_px)
+
+
+def _truth_rows(model, wcs, host_flux, src_flux, variances, psfs) -> pd.DataFrame:
     if not model.sources:
         return truth_frame([])
     xs = np.array([s.x for s in model.sources])
@@ -355,7 +422,7 @@ def _truth_rows(model, wcs, host_flux, src_flux, variances) -> pd.DataFrame:
     for k, src in enumerate(model.sources):
         snr = {}
         for band in ("g", "r"):
-            fwhm_px = np.hypot(model.psf_fwhm[band], src.size_fwhm) / SDSS_PIXEL_SCALE
+            fwhm_px = np.hypot(psfs[band].fwhm_arcsec, src.size_fwhm) / SDSS_PIXEL_SCALE
             snr[band] = observe.aperture_snr(
                 src_flux[k, SDSS_BANDS.index(band)],
                 src.x,
@@ -363,6 +430,7 @@ def _truth_rows(model, wcs, host_flux, src_flux, variances) -> pd.DataFrame:
                 fwhm_px,
                 variances[band],
                 APERTURE_RADIUS_FWHM,
+                _source_encircled(psfs[band], src.size_fwhm, APERTURE_RADIUS_FWHM * fwhm_px),
             )
         rows.append(
             {
@@ -376,7 +444,7 @@ def _truth_rows(model, wcs, host_flux, src_flux, variances) -> pd.DataFrame:
                 "kind": src.kind,
                 **{f"flux_{b}": float(src_flux[k, i]) for i, b in enumerate(SDSS_BANDS)},
                 "flux_ratio_u": float(src_flux[k, u] / host_flux[u]),
-                "fwhm_r_px": float(np.hypot(model.psf_fwhm["r"], src.size_fwhm) / SDSS_PIXEL_SCALE),
+                "fwhm_r_px": float(np.hypot(psfs["r"].fwhm_arcsec, src.size_fwhm) / SDSS_PIXEL_SCALE),
                 "snr_g": snr["g"],
                 "snr_r": snr["r"],
                 "detectable": bool(max(snr.values()) >= DETECTION_SNR),
@@ -385,14 +453,24 @@ def _truth_rows(model, wcs, host_flux, src_flux, variances) -> pd.DataFrame:
     return truth_frame(rows)
 
 
-def simulate_galaxies(seed: int, first: int, count: int):
-    """Yield :class:`RenderedGalaxy` for galaxies ``first .. first + count - 1``."""
+def simulate_galaxies(seed: int, first: int, count: int, **conditions):
+    """Yield :class:`RenderedGalaxy` for galaxies ``first .. first + count - 1``.
+
+    ``conditions`` are :func:`draw_galaxy`'s keywords (``conditions``,
+    ``sky_noise_scale``, ``psf_family``).
+    """
     for index in range(first, first + count):
-        yield render_galaxy(draw_galaxy(seed, index))
+        yield render_galaxy(draw_galaxy(seed, index, **conditions))
 
 
 def simulate_survey(
-    seed: int, first: int, count: int, cutout_dir: str | Path
+    seed: int,
+    first: int,
+    count: int,
+    cutout_dir: str | Path,
+    conditions: str = "varied",
+    sky_noise_scale: float | None = None,
+    psf_family: str | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Simulate galaxies ``first .. first + count - 1`` and write their cutouts.
 
@@ -404,6 +482,15 @@ def simulate_survey(
         The shard: galaxy indices ``first`` to ``first + count - 1``.
     cutout_dir : str or Path
         Folder receiving ``{objid}.fits`` (the cutout contract).
+    conditions : {'varied', 'nominal'}
+        Observing conditions drawn per galaxy (sky noise x0.6-2.2 of SDSS and
+        x0.3 coadds, seeing 0.9-2.2", Gaussian / Moffat / double-Gaussian
+        PSFs), or the one nominal SDSS condition (x1, Moffat beta 4.765,
+        seeing 1.0-1.8").
+    sky_noise_scale : float, optional
+        Fix every galaxy's sky noise, in units of SDSS's.
+    psf_family : {'gaussian', 'moffat', 'double_gaussian'}, optional
+        Fix every galaxy's PSF family (its parameters are still drawn).
 
     Returns
     -------
@@ -416,13 +503,18 @@ def simulate_survey(
         raise ValueError(f"first and count must be >= 0, got first={first}, count={count}")
     cutout_dir = Path(cutout_dir)
     rows, truths = [], []
-    galaxies = simulate_galaxies(seed, first, count)
+    galaxies = simulate_galaxies(
+        seed, first, count, conditions=conditions, sky_noise_scale=sky_noise_scale, psf_family=psf_family
+    )
     for rendered in progress(galaxies, desc="simulate", total=count):
         write_cutout(objid_path(cutout_dir, rendered.cutout.objid, ".fits"), rendered.cutout)
         rows.append(rendered.galaxy)
         truths.append(rendered.truth)
     galaxy_frame = pd.DataFrame(rows, columns=list(GALAXY_TABLE_COLUMNS))
-    galaxy_frame = galaxy_frame.astype({c: "float64" for c in GALAXY_TABLE_COLUMNS if c != "objid"})
+    galaxy_frame = galaxy_frame.astype(
+        {c: "float64" for c in GALAXY_TABLE_COLUMNS if c not in ("objid", "psf_family")}
+    )
+    galaxy_frame["psf_family"] = galaxy_frame["psf_family"].astype(object)
     truth = truth_frame(pd.concat(truths, ignore_index=True)) if truths else truth_frame([])
     log.info(
         "simulated %d galaxies (%d..%d) with %d truth sources (%d detectable)",
@@ -436,5 +528,10 @@ def simulate_survey(
 
 
 def galaxy_docs() -> dict:
-    """Units and descriptions of the galaxy table's columns (from :mod:`clumpcat.survey.galaxies`)."""
-    return {c: GALAXY_COLUMNS[c] for c in GALAXY_TABLE_COLUMNS}
+    """Units and descriptions of the galaxy table's columns.
+
+    Those of :mod:`clumpcat.survey.galaxies`, and the observing conditions
+    (:data:`clumpcat.survey.simulate.conditions.CONDITION_COLUMNS`).
+    """
+    docs = {**GALAXY_COLUMNS, **CONDITION_COLUMNS}
+    return {c: docs[c] for c in GALAXY_TABLE_COLUMNS}
