@@ -229,9 +229,21 @@ def test_pulls_of_a_known_table():
         assert got["robust_std"] == pytest.approx(scale, rel=0.15)
     assert summary["bands"]["g"]["within_target"] is True
     assert summary["bands"]["r"]["within_target"] is False
+    # Every candidate sits on its clump: all recoveries are centred.
+    assert summary["centred"]["g"]["n"] == summary["bands"]["g"]["n"]
     # A band without any clump is still reported, with n = 0.
     empty = pull_summary(table.iloc[:0], bands=["g"])
     assert empty["bands"]["g"]["n"] == 0 and np.isnan(empty["bands"]["g"]["median"])
+
+
+def test_offset_candidates_are_not_centred():
+    truth, phot, _ = _injected(40)
+    phot["x"] += np.where(np.arange(len(phot)) % 2 == 0, 0.5 * FWHM, 0.0)  # half of them 0.5 FWHM off
+    table = pull_table(phot, truth, threshold=0.3)
+    assert set(table["offset_fwhm"].round(6)) == {0.0, 0.5}
+    summary = pull_summary(table, min_snr=0.0)
+    assert summary["centred"]["g"]["n"] == (table.query("band == 'g'")["offset_fwhm"] < 0.2).sum() > 0
+    assert summary["centred"]["g"]["n"] < summary["bands"]["g"]["n"]
 
 
 def test_metrics_json_has_the_pulls(tmp_path):
