@@ -267,7 +267,9 @@ def measure_conditions(cutout: Cutout, nominal_sky_sigma: float = NOMINAL_SKY_SI
     return row
 
 
-def conditions_table(cutout_dir: str | Path | None, objids: Iterable, galaxies: pd.DataFrame | None = None):
+def conditions_table(
+    cutout_dir: str | Path | None, objids: Iterable, galaxies: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """Conditions of every galaxy, one cutout read per galaxy.
 
     Parameters
