@@ -132,6 +132,7 @@ def make_shard(root, name, spec, seed):
             cutout, truth, _ = make_synthetic_galaxy(rng, objid, size=64, n_clumps=2, scale_px=6.0)
             clumps = clumps_from_truth(truth)
             clumps["score"] = [0.9, 0.2]
+            clumps["detection_snr"] = [25.0, 4.0]  # postprocess's column, carried to the catalogue
             clumps.loc[1, "label"] = "odd"
             clump_rows.append(clumps)
             if kind == "clumps":
@@ -210,6 +211,7 @@ def test_catalogue_columns_values_and_metadata(results):
     assert row["clump_flux_ratio"] == pytest.approx(row["clump_flux_u"] / (NANOMAGGY_JY * 10 ** (6.5 / 2.5)))
     assert row["FWHM_r_px"] == pytest.approx(1.35 / 0.396)
     assert row["box_x1"] - row["box_x0"] == pytest.approx(16.0)
+    assert row["detection_snr"] == 25.0 and pd.isna(row["snr_g"])
 
 
 def test_fits_matches_parquet(results):

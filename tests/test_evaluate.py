@@ -126,6 +126,28 @@ def test_selection_function_recovers_bright_injections():
     assert np.allclose(mag.loc[mag.n_injected > 0, "completeness"], 0.5)
 
 
+def test_snr_cut_cost_per_flux_ratio_bin(tmp_path):
+    gal = _galaxies()
+    inj = _truth(gal, per=4, seed=2)
+    inj["flux_ratio_u"] = np.tile([0.002, 0.006, 0.03, 0.2], len(gal))
+    # every injection found; the faintest two bins' candidates have S/N 2, the others 10
+    dets = _perfect(inj).assign(detection_snr=np.where(inj["flux_ratio_u"] < 0.01, 2.0, 10.0))
+    metrics = evaluate_run(
+        _perfect(inj), inj, gal, tmp_path, injected_truth=inj, injected_clumps=dets, min_snr=3.0
+    )
+    cost = {r["log_flux_ratio_lo"]: r for r in metrics["snr_cut_cost"]["flux_ratio"]}
+    assert metrics["snr_cut_cost"]["min_snr"] == 3.0
+    for lo, lost in ((-2.75, 1.0), (-2.25, 1.0), (-1.75, 0.0), (-0.75, 0.0)):
+        assert cost[lo]["completeness_without_cut"] == 1.0 and cost[lo]["n_injected"] == 4
+        assert cost[lo]["completeness_lost"] == lost
+    # the selection function is the catalogue's: with the cut
+    sel = {r["log_flux_ratio_lo"]: r for r in metrics["selection_function"]["flux_ratio"]}
+    assert sel[-2.75]["completeness"] == 0.0 and sel[-1.75]["completeness"] == 1.0
+    assert "snr_cut_cost" not in evaluate_run(
+        _perfect(inj), inj, gal, tmp_path, injected_truth=inj, injected_clumps=dets
+    )
+
+
 def test_cli_writes_metrics(tmp_path):
     gal = _galaxies()
     truth = _truth(gal)

@@ -6,14 +6,8 @@ import numpy as np
 import pytest
 
 from clumpcat.errors import ClumpcatWarning
-from clumpcat.postprocess.hostmask import (
-    clump_exclusion_mask,
-    host_galaxy_mask,
-    host_segment_id,
-    in_mask,
-    photometry_mask,
-    segment_host,
-)
+from clumpcat.postprocess.hostmask import clump_exclusion_mask, in_mask, photometry_mask
+from clumpcat.survey.hostsegment import host_galaxy_mask, host_segment_id, segment_host
 
 FWHM = 3.5
 SIGMA = 0.02

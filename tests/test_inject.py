@@ -11,8 +11,8 @@ import pytest
 from clumpcat.cli import main
 from clumpcat.constants import EXTINCTION_R, HSC_BANDS, SDSS_BANDS
 from clumpcat.errors import InputError
-from clumpcat.postprocess.hostmask import host_galaxy_mask
 from clumpcat.survey import inject
+from clumpcat.survey.segments import segment_galaxy
 from clumpcat.survey.simulate import observe
 from clumpcat.survey.simulate.psfs import PsfShape, matched_psf
 from clumpcat.survey.simulate.truth import TRUTH_COLUMNS
@@ -30,7 +30,7 @@ def test_inject_puts_the_flux_where_the_truth_says(make_cutout):
     injected, truth = inject.inject_clumps(cutout, 60.0, np.random.default_rng(0), 3)
     assert tuple(truth.columns) == tuple(TRUTH_COLUMNS) and len(truth) == 3
     assert (truth["kind"] == "injected_clump").all() and (truth["label"] == "normal").all()
-    mask = host_galaxy_mask(cutout.images["r"], cutout.fwhm_pixels("r"))
+    mask = segment_galaxy(cutout).mask
     assert mask[np.rint(truth["y"]).astype(int), np.rint(truth["x"]).astype(int)].all()
     for band in SDSS_BANDS:
         diff = injected.images[band].astype(float) - cutout.images[band]
@@ -162,7 +162,7 @@ def test_cli_skips_bad_cutouts_and_is_reproducible(cutout_dir, tmp_path):
         argv = [
             "inject", "--galaxies", table, "--cutouts", folder, "--out-cutouts", tmp_path / run / "cutouts",
             "--truth", tmp_path / run / "truth.parquet", "--seed", 9, "--per-galaxy", 2,
-            "--status", tmp_path / run / "status.parquet",
+            "--status-out", tmp_path / run / "status.parquet",
         ]  # fmt: skip
         assert main([str(a) for a in argv]) == 0
         outs.append(pd.read_parquet(tmp_path / run / "truth.parquet"))

@@ -5,16 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from clumpcat.constants import LABEL_BOX_FWHM
 from clumpcat.errors import InputError
 from clumpcat.geometry import RenderGeometry, box_centres
 from clumpcat.render.labels import (
     LABEL_COLUMNS,
-    crop_box_array,
-    crop_boxes,
     read_clump_scout_labels,
     truth_boxes,
     validate_clump_scout_labels,
@@ -148,41 +144,3 @@ def test_clump_scout_errors_gathered_and_file_named(tmp_path):
 def test_read_clump_scout_labels_missing_file(tmp_path):
     with pytest.raises(InputError, match="no such file"):
         read_clump_scout_labels(tmp_path / "nope.csv")
-
-
-# -- crops (Section 4.2) ----------------------------------------------------------
-
-
-def test_crop_boxes_shift_clip_drop():
-    boxes = pd.DataFrame(
-        {"objid": ["a", "a", "a"], "box_x0": [150.0, 90.0, 10.0], "box_y0": [150.0, 140.0, 10.0],
-         "box_x1": [170.0, 120.0, 30.0], "box_y1": [170.0, 160.0, 30.0], "label": ["normal", "odd", "odd"]}
-    )  # fmt: skip
-    out = crop_boxes(boxes)
-    assert len(out) == 2 and out["label"].tolist() == ["normal", "odd"]
-    np.testing.assert_array_equal(
-        out.loc[0, ["box_x0", "box_y0", "box_x1", "box_y1"]].to_numpy(float), [50, 50, 70, 70]
-    )
-    # centre at x=105 (inside), left edge at 90 -> -10, clipped to 0
-    np.testing.assert_array_equal(
-        out.loc[1, ["box_x0", "box_y0", "box_x1", "box_y1"]].to_numpy(float), [0, 40, 20, 60]
-    )
-    with pytest.raises(InputError, match="missing column"):
-        crop_boxes(boxes.drop(columns="box_y1"))
-    with pytest.raises(ValueError, match="crop must be in"):
-        crop_box_array(np.zeros((1, 4)), crop=500)
-
-
-@settings(max_examples=60, deadline=None)
-@given(
-    cx=st.floats(0, 400),
-    cy=st.floats(0, 400),
-    side=st.floats(1, 60),
-)
-def test_crop_keeps_exactly_centres_inside(cx, cy, side):
-    box = np.array([[cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2]])
-    out, keep = crop_box_array(box)
-    inside = 100 <= (box[0, 0] + box[0, 2]) / 2 < 300 and 100 <= (box[0, 1] + box[0, 3]) / 2 < 300
-    assert keep[0] == inside
-    if inside:
-        assert (out >= 0).all() and (out <= 200).all() and (out[:, 2] > out[:, 0]).all()

@@ -150,3 +150,22 @@ def test_psf_fwhm_not_a_resolved_sources_size():
     assert match_catalogues(dets, truth)["truth_index"].tolist() == [-1]  # 4 px > 0.75 x 4
     assert match_catalogues(dets, truth, {"a": 8.0})["truth_index"].tolist() == [0]
     assert match_catalogues(dets.assign(fwhm_r_px=6.0), truth)["truth_index"].tolist() == [0]
+
+
+def test_training_validation_uses_the_evaluation_sweep():
+    # One true clump; the model finds it (score 0.9) and adds one false
+    # candidate on empty sky (score 0.6): at 0.5 C = 1, P = 0.5; at 0.7 P = 1.
+    from clumpcat.detection.engine import validate
+
+    truth_box = np.array([[40.0, 40.0, 50.0, 50.0]])
+    pred = {
+        "boxes": np.array([[40.5, 40.0, 50.5, 50.0], [100.0, 100.0, 110.0, 110.0]]),
+        "scores": np.array([0.9, 0.6]),
+        "labels": np.array([1, 1]),
+    }
+    predictions = {"g1": pred, "_targets": {"g1": {"boxes": truth_box, "labels": np.array([1])}}}
+    out = validate(predictions, {"g1": 4.0}, thresholds=[0.5, 0.7])
+    assert out["completeness_at_0.5"] == 1.0
+    assert out["purity_at_0.5"] == 0.5
+    assert out["threshold"] == 0.7 and out["purity"] == 1.0 and out["f1"] == 1.0
+    assert out["n_truth"] == 1

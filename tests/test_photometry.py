@@ -444,7 +444,7 @@ def _simulator_set(seed: int, n_gal: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     to the truth, and whether each clump is isolated (no other truth source
     within 4 r-band FWHM).
     """
-    from clumpcat.postprocess.hostmask import host_galaxy_mask
+    from clumpcat.survey.hostsegment import host_galaxy_mask
     from clumpcat.survey.simulate.survey import draw_galaxy, render_galaxy
 
     settings = PhotometrySettings(correction="moffat")

@@ -335,7 +335,7 @@ def test_cli_rejects_bad_option(shard, caplog):
         "--detections", str(shard / "detections.parquet"), "--cutouts", str(shard / "cutouts"),
         "--status-out", str(shard / "s.parquet"), "--out", str(shard / "c.parquet"), "--nms-iou", "2",
     ]) == 1  # fmt: skip
-    assert "nms_iou must lie in" in caplog.text
+    assert "postprocess.nms_iou (--nms-iou) must be <= 1, got 2" in caplog.text
 
 
 def test_cutout_read_back(tmp_path):

@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 STAGE_SETTINGS = {
     "train": S.TrainingSettings,
     "detect": S.DetectSettings,
+    "postprocess": S.PostprocessSettings,
 }
 
 

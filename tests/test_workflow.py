@@ -22,8 +22,11 @@ BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.xdist_group("workflow")
 
 
-def snakemake(*args, cwd=ROOT, timeout=1200):
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "OMP_NUM_THREADS": "1"}
+def snakemake(*args, cwd=ROOT, timeout=1200, venv_on_path=True):
+    path = [p for p in os.environ.get("PATH", "").split(os.pathsep) if p and Path(p) != BIN]
+    if venv_on_path:
+        path.insert(0, str(BIN))
+    env = {**os.environ, "PATH": os.pathsep.join(path), "OMP_NUM_THREADS": "1"}
     return subprocess.run(
         [str(BIN / "snakemake"), "--cores", "2", *args],
         cwd=cwd,
@@ -77,6 +80,33 @@ def test_dry_run_on_a_large_user_table(tmp_path):
     assert "train" not in counts and "simulate" not in counts and "evaluate" not in counts
 
 
+def test_hsc_rerun_config_crossmatches_first_then_fetches(tmp_path):
+    parent = tmp_path / "parent.parquet"
+    pd.DataFrame(
+        {"objid": ["a", "b"], "ra": [1.0, 2.0], "dec": [0.0, 0.1], "petro_r90_r": [2.0, 3.0]}
+    ).to_parquet(parent)
+    pd.DataFrame({"object_id": [1], "ra": [1.0], "dec": [0.0]}).to_parquet(tmp_path / "hsc.parquet")
+    (tmp_path / "model.pt").write_bytes(b"")
+    results = tmp_path / "out"
+    config = {
+        "survey": "hsc",
+        "results": str(results),
+        "model": str(tmp_path / "model.pt"),
+        "galaxies": str(results / "crossmatch/hsc-galaxies.parquet"),
+        "crossmatch": {"galaxies": str(parent), "hsc_objects": str(tmp_path / "hsc.parquet")},
+    }
+    (tmp_path / "hsc.yaml").write_text(yaml.safe_dump(config))
+    # Before the cross-match has written the galaxy table, its target still runs.
+    done = snakemake("-n", "-p", "crossmatch", "--configfile", str(tmp_path / "hsc.yaml"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"--processed '{results}/ledger.parquet'" in done.stdout  # the ledger this run's catalogue writes
+    assert f"--history {results}/crossmatch/processed.parquet" in done.stdout
+    config["crossmatch"].pop("galaxies")
+    (tmp_path / "hsc.yaml").write_text(yaml.safe_dump(config))
+    done = snakemake("-n", "crossmatch", "--configfile", str(tmp_path / "hsc.yaml"))
+    assert done.returncode != 0 and "set 'crossmatch.galaxies'" in done.stderr + done.stdout
+
+
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory):
     """The default pipeline, shrunk: a real simulate -> train -> catalogue -> evaluation run."""
@@ -110,6 +140,10 @@ def test_default_pipeline_makes_the_release(small_run):
         path = results / "release" / name.lstrip("*")
         assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
     assert (results / "figures" / "completeness_purity.png").exists()
+    # provenance records the configuration that ran, overrides included
+    record = json.loads((results / "release" / "provenance.json").read_text())
+    assert record["effective_config"]["simulate"]["n_galaxies"] == 24
+    assert record["effective_config"]["training"]["epochs"] == 1
     # metrics per observing condition, measured on the cutouts, and the pulls
     # of the injected clumps' photometry
     metrics = json.loads((results / "metrics.json").read_text())
@@ -130,6 +164,9 @@ def test_own_cutouts_and_model_skip_simulation_and_training(small_run, tmp_path)
         f"model={small_run / 'models' / 'cpu-small' / 'model.pt'}",
         f"results={tmp_path / 'out'}",
         "survey=sdss",
+        # The README's own-data command, run as `.venv/bin/snakemake` without an
+        # activated venv: the rules must not need `clumpcat` on PATH.
+        venv_on_path=False,
     )
     assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-3000:])
     assert "rule train" not in done.stdout and "rule simulate" not in done.stdout

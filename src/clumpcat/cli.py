@@ -22,6 +22,7 @@ __all__ = ["SUBCOMMANDS", "main"]
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("clumpcat.survey.validate", "check a galaxy table and split it into shards"),
     "simulate": ("clumpcat.survey.simulate", "make a synthetic SDSS-like survey with truth"),
+    "segment": ("clumpcat.survey.segments", "each galaxy's host segment (r band, 4.3.2), stored per shard"),
     "inject": ("clumpcat.survey.inject", "inject synthetic clumps into existing cutouts"),
     "fetch": ("clumpcat.survey.fetch.cli", "download SDSS or HSC cutouts"),
     "crossmatch": ("clumpcat.survey.crossmatch", "match a new HSC table against processed galaxies"),

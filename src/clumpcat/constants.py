@@ -18,6 +18,7 @@ __all__ = [
     "NANOMAGGY_ZEROPOINT",
     "NANOMAGGY_JY",
     "HSC_ZEROPOINT",
+    "HSC_MASK_PLANES",
     "CUTOUT_WIDTH_PETRO_R90",
     "RENDER_SIZE",
     "CROP_SIZE",
@@ -37,6 +38,9 @@ __all__ = [
     "APERTURE_RADIUS_FWHM",
     "ANNULUS_FWHM",
     "EXTINCTION_R",
+    "HSC_EXTINCTION_R",
+    "SURVEY_EXTINCTION_R",
+    "FLUX_RATIO_BAND",
     "GSFC_FLUX_RATIO_THRESHOLDS",
 ]
 
@@ -67,6 +71,10 @@ NANOMAGGY_ZEROPOINT = 22.5
 NANOMAGGY_JY = 3.631e-6
 #: AB zero point of HSC-SSP coadd counts (App. A.2 data; HSC PDR3 docs).
 HSC_ZEROPOINT = 27.0
+#: HSC coadd mask planes (``MP_<NAME>`` bits of a DAS cutout's MASK) whose
+#: pixels are not data: bad columns, saturation, cosmic rays, pixels near a
+#: CCD edge, no input image, suspect (non-linear) pixels.
+HSC_MASK_PLANES: tuple[str, ...] = ("BAD", "SAT", "CR", "EDGE", "NO_DATA", "SUSPECT")
 
 #: Cutout width in units of the r-band Petrosian R90 (App. A.1).
 CUTOUT_WIDTH_PETRO_R90 = 6.0
@@ -116,5 +124,25 @@ EXTINCTION_R: dict[str, float] = {
     "i": 1.698,
     "z": 1.263,
 }
+#: R_b = A_b / E(B-V)_SFD for the HSC-SSP filters: the coefficients of the
+#: HSC-SSP database's ``a_{g,r,i,z,y}`` Galactic extinction columns (Aihara et
+#: al. 2018, PASJ 70, S8), which follow Schlafly & Finkbeiner (2011, R_V = 3.1)
+#: through the HSC filter curves. (SF11 Table 6 itself has no HSC column.)
+HSC_EXTINCTION_R: dict[str, float] = {
+    "g": 3.240,
+    "r": 2.276,
+    "i": 1.633,
+    "z": 1.263,
+    "y": 1.075,
+}
+#: R_b per survey (the synthetic survey imitates SDSS).
+SURVEY_EXTINCTION_R: dict[str, dict[str, float]] = {
+    "sdss": EXTINCTION_R,
+    "synthetic": EXTINCTION_R,
+    "hsc": HSC_EXTINCTION_R,
+}
+#: Band of the clump/host flux ratio per survey: the paper's u (Section 4.4.3)
+#: where the survey has it; HSC has no u, so its nearest band, g.
+FLUX_RATIO_BAND: dict[str, str] = {"sdss": "u", "synthetic": "u", "hsc": "g"}
 #: u-band clump/host flux ratios flagged in the catalogue (Section 4.4.3).
 GSFC_FLUX_RATIO_THRESHOLDS: dict[str, float] = {"3pct": 0.03, "8pct": 0.08}

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from clumpcat.constants import (
+    HSC_MASK_PLANES,
     MERGE_FWHM,
     NMS_IOU,
     SCORE_THRESHOLD,
@@ -461,6 +462,14 @@ class PostprocessSettings(Settings):
         "(4.3.2 used 0.5; 0.25 keeps the faint outer disc).",
         minimum=0,
     )
+    # Measured on simulated surveys at x1, x1.6 and x2.2 sky noise
+    # (benchmarks/bench_snr_cut.py, README): S/N 3 keeps >99% of the clumps
+    # with u-band flux ratio >= 3% and rejects most empty-sky positions.
+    min_snr: float = setting(
+        3.0,
+        "Drop candidates whose own detection S/N (g, r, i apertures in quadrature) is below this; 0 keeps all.",
+        minimum=0,
+    )
 
 
 @dataclass(frozen=True)
@@ -603,6 +612,11 @@ class HscSettings(Settings):
     password_env: str = setting(
         "HSC_SSP_CAS_PASSWORD", "Environment variable holding the DAS password.", cli=False
     )
+    mask_planes: list[str] = setting(
+        list(HSC_MASK_PLANES),
+        "HSC mask planes (MP_* bits of the DAS MASK) whose pixels become NaN with inverse variance 0.",
+        cli=False,
+    )
 
 
 @dataclass(frozen=True)
@@ -613,10 +627,17 @@ class CrossmatchSettings(Settings):
     hsc_objects: str | None = setting(
         None, "New HSC object table (object_id, ra, dec); null disables the target.", cli=False
     )
+    galaxies: str | None = setting(
+        None,
+        "Parent galaxy table matched against the HSC objects; null uses `galaxies` (for an HSC run whose "
+        "`galaxies` is this target's output, give the parent table here).",
+        cli=False,
+    )
     radius_arcsec: float = setting(1.0, "Match radius in arcsec.", cli=False, exclusive_minimum=0)
     processed: list[str] | None = setting(
         None,
-        "Earlier ledgers/catalogues whose galaxies are left out; null uses {results}/hsc/ledger.parquet.",
+        "Earlier ledgers/catalogues whose galaxies are left out; null uses {results}/ledger.parquet, the "
+        "ledger this results folder's catalogue writes (plus the history {results}/crossmatch/processed.parquet).",
         cli=False,
     )
     out: str | None = setting(

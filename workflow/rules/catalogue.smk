@@ -21,6 +21,9 @@ rule catalogue:
         threshold=config["catalogue"]["score_threshold"],
         out_dir=output_folder,
         configfile=workflow.configfiles[0] if workflow.configfiles else "config.yaml",
+        # The configuration that runs (file + --config overrides + defaults): a
+        # change of any setting reruns the release, and provenance records it.
+        effective=json.dumps(EFFECTIVE_CONFIG, sort_keys=True),
     log:
         f"{RESULTS}/logs/catalogue.log",
     benchmark:
@@ -31,6 +34,7 @@ rule catalogue:
     conda:
         ENV
     shell:
-        "{CLUMPCAT} catalogue --shards {params.shards} --out-dir {params.out_dir} "
+        "clumpcat catalogue --shards {params.shards} --out-dir {params.out_dir} "
         "--galaxies {input.galaxies} --score-threshold {params.threshold} --release --config {params.configfile} "
+        "--effective-config {params.effective:q} "
         "--model {input.model} 2> {log}"

@@ -1,4 +1,5 @@
 # Configuration, validation and input functions; no rules here.
+import json
 import math
 import shlex
 import sys
@@ -6,10 +7,19 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from clumpcat.settings import DetectSettings, SimulateSettings, TrainingSettings
+from clumpcat.settings import (
+    DetectSettings,
+    HscSettings,
+    PostprocessSettings,
+    SimulateSettings,
+    TrainingSettings,
+    effective_config,
+)
 
 
 validate(config, schema="../schemas/config.schema.yaml")
+#: The configuration that runs: config.yaml, --config overrides, defaults filled in.
+EFFECTIVE_CONFIG = effective_config(config)
 
 RESULTS = config["results"].rstrip("/")
 SURVEY = config["survey"]
@@ -30,6 +40,10 @@ ENV = "../../envs/clumpcat.yaml"
 #: The package of the interpreter that runs Snakemake, whatever PATH holds
 #: (an unactivated venv works as `.venv/bin/snakemake ...`).
 CLUMPCAT = f"{shlex.quote(sys.executable)} -m clumpcat"
+# Every rule's shell calls `clumpcat`: a shell function bound to that interpreter,
+# so no job depends on PATH (Slurm jobs re-run this file with the same interpreter).
+# (Snakemake formats the prefix too: its literal braces are doubled once more.)
+shell.prefix(f"set -euo pipefail; clumpcat() {{{{ {CLUMPCAT} \"$@\"; }}}}; ")
 #: Bands of the survey (constants.SURVEY_BANDS; the synthetic survey imitates SDSS).
 BANDS = ["g", "r", "i", "z", "y"] if SURVEY == "hsc" else ["u", "g", "r", "i", "z"]
 
@@ -52,7 +66,24 @@ def shard_ids(n):
     return [f"{k:05d}" for k in range(math.ceil(n / SHARD_SIZE))]
 
 
-N_SURVEY = config["simulate"]["n_galaxies"] if SYNTHETIC else count_galaxies(config["galaxies"])
+#: HSC reruns (`snakemake crossmatch`): the new HSC object table, the parent galaxy
+#: table it is matched against, and the galaxy table of new matches it writes.
+CROSSMATCH_OBJECTS = lookup(dpath="crossmatch/hsc_objects", within=config, default=None)
+CROSSMATCH_PARENT = lookup(dpath="crossmatch/galaxies", within=config, default=None) or config["galaxies"]
+CROSSMATCH_OUT = (
+    lookup(dpath="crossmatch/out", within=config, default=None) or f"{RESULTS}/crossmatch/hsc-galaxies.parquet"
+)
+if CROSSMATCH_OBJECTS and CROSSMATCH_PARENT == CROSSMATCH_OUT:
+    raise ValueError(
+        f"'galaxies' is the cross-match output {CROSSMATCH_OUT}: set 'crossmatch.galaxies' to the parent "
+        "galaxy table the HSC objects are matched against"
+    )
+if SYNTHETIC:
+    N_SURVEY = config["simulate"]["n_galaxies"]
+elif CROSSMATCH_OBJECTS and config["galaxies"] == CROSSMATCH_OUT and not Path(CROSSMATCH_OUT).exists():
+    N_SURVEY = 0  # `snakemake crossmatch` writes the galaxy table first
+else:
+    N_SURVEY = count_galaxies(config["galaxies"])
 SAMPLES = {"survey": N_SURVEY}
 if TRAIN and config["training"]["labels"] is None:
     SAMPLES["training"] = config["training"]["n_galaxies"]
@@ -166,6 +197,19 @@ def survey_render_status(wildcards):
     return shard_path("survey", wildcards.shard, "status-render.parquet")
 
 
+def survey_segments(wildcards):
+    return shard_path("survey", wildcards.shard, "segments.npz")
+
+
+def postprocess_options(wildcards):
+    """postprocess settings as options; min_snr 0 for the injected sample, whose
+    evaluation measures what the S/N cut costs."""
+    section = dict(config.get("postprocess") or {})
+    if wildcards.sample == "injected":
+        section["min_snr"] = 0.0
+    return PostprocessSettings.cli_args(section)
+
+
 def galaxies_of(wildcards):
     """A shard's galaxy table; injected shards share the survey's galaxies."""
     sample = "survey" if wildcards.sample == "injected" else wildcards.sample
@@ -267,10 +311,6 @@ def training_option(wildcards, input):
 def sfd_option(wildcards):
     sfd = config["photometry"]["sfd_dir"]
     return f"--ebv-source sfd --sfd-dir {sfd}" if sfd else "--ebv-source table"
-
-
-def host_mask_option(wildcards):
-    return "" if config["postprocess"]["host_mask"] else "--no-host-mask"
 
 
 FIGURES = ["completeness_purity", "flux_ratio", "conditions", "colour_colour", "gallery"]

@@ -24,7 +24,7 @@ rule detect:
     conda:
         ENV
     shell:
-        "{CLUMPCAT} detect --model {input.model} --render {input.render} "
+        "clumpcat detect --model {input.model} --render {input.render} "
         "--cutouts {params.cutouts} --status-in {input.status} "
         "--status-out {output.status} --out {output.detections} "
         "{params.settings} --threads {threads} 2> {log}"

@@ -8,6 +8,7 @@ rule baseline:
     input:
         galaxies=galaxies_of,
         status=f"{RESULTS}/{{sample}}/shards/{{shard}}/status-render.parquet",
+        segments=f"{RESULTS}/{{sample}}/shards/{{shard}}/segments.npz",
     output:
         baseline=f"{RESULTS}/{{sample}}/shards/{{shard}}/baseline.parquet",
         status=f"{RESULTS}/{{sample}}/shards/{{shard}}/status-baseline.parquet",
@@ -23,8 +24,8 @@ rule baseline:
     conda:
         ENV
     shell:
-        "{CLUMPCAT} baseline --galaxies {input.galaxies} --cutouts {params.cutouts} "
-        "--status-in {input.status} --out {output.baseline} --status-out {output.status} 2> {log}"
+        "clumpcat baseline --galaxies {input.galaxies} --cutouts {params.cutouts} "
+        "--status-in {input.status} --segments {input.segments} --out {output.baseline} --status-out {output.status} 2> {log}"
 
 
 rule evaluate:
@@ -41,6 +42,7 @@ rule evaluate:
         options=evaluation_options,
         threshold=config["catalogue"]["score_threshold"],
         out_dir=output_folder_of_summary,
+        min_snr=config["postprocess"]["min_snr"],
     log:
         f"{RESULTS}/logs/evaluate.log",
     benchmark:
@@ -51,10 +53,9 @@ rule evaluate:
     conda:
         ENV
     shell:
-        "{CLUMPCAT} evaluate --clumps {input.clumps} --truth {input.truth} "
+        "clumpcat evaluate --clumps {input.clumps} --truth {input.truth} "
         "--galaxies {input.galaxies} {params.options} --score-threshold {params.threshold} "
-        "--out-dir {params.out_dir} "
-        "--metrics {output.metrics} 2> {log}"
+        "--out-dir {params.out_dir} --metrics {output.metrics} --min-snr {params.min_snr} 2> {log}"
 
 
 rule plots:
@@ -83,6 +84,6 @@ rule plots:
     conda:
         ENV
     shell:
-        "{CLUMPCAT} plots --out-dir {params.out_dir} --evaluation {params.evaluation} "
+        "clumpcat plots --out-dir {params.out_dir} --evaluation {params.evaluation} "
         "{params.training} --catalogue {input.catalogue} --render {input.render} "
         "--clumps {input.clumps} --truth {input.truth} --threshold {params.threshold} 2> {log}"

@@ -25,7 +25,7 @@ rule train_experiment:
     conda:
         ENV
     shell:
-        "{CLUMPCAT} train --render {input.render} --labels {input.labels} "
+        "clumpcat train --render {input.render} --labels {input.labels} "
         "{params.weights} --out-dir {params.out_dir} --max-images {wildcards.size} "
         "{params.settings} --threads {threads} --resume 2> {log}"
 
@@ -47,5 +47,5 @@ rule experiment:
     conda:
         ENV
     shell:
-        "{CLUMPCAT} experiment --runs {params.runs} --out-table {output.table} "
+        "clumpcat experiment --runs {params.runs} --out-table {output.table} "
         "--out-plot {output.plot} 2> {log}"

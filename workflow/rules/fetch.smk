@@ -4,7 +4,8 @@
 # the survey's cutout folder, frames to a cache shared by every shard.
 # Config keys: fetch/{sas_root,cache,max_parallel,retries,timeout_s,backoff_s,
 # skyserver_url,max_outside,on_network_error}, hsc/{das_url,psf_url,rerun,
-# username_env,password_env}, crossmatch/{hsc_objects,radius_arcsec,processed,out}.
+# username_env,password_env,mask_planes}, crossmatch/{hsc_objects,galaxies,radius_arcsec,
+# processed,out}.
 
 
 FETCH_CACHE = lookup(dpath="fetch/cache", within=config, default=None) or f"{RESULTS}/cache"
@@ -50,7 +51,7 @@ if FETCH and SURVEY == "sdss":
         conda:
             ENV
         shell:
-            "{CLUMPCAT} fetch sdss --galaxies {input.galaxies:q} --status {output.status:q} "
+            "clumpcat fetch sdss --galaxies {input.galaxies:q} --status {output.status:q} "
             "--info {output.info:q} --cutouts {params.cutouts:q} --cache {params.cache:q} "
             "--sas-root {params.sas_root:q} --skyserver-url {params.skyserver:q} "
             "--max-outside {params.max_outside} {params.common} --log {log:q}"
@@ -81,6 +82,7 @@ if FETCH and SURVEY == "hsc":
             rerun=lookup(dpath="hsc/rerun", within=config, default="pdr3_wide"),
             username_env=lookup(dpath="hsc/username_env", within=config, default="HSC_SSP_CAS_USERNAME"),
             password_env=lookup(dpath="hsc/password_env", within=config, default="HSC_SSP_CAS_PASSWORD"),
+            mask_planes=" ".join(HscSettings.from_config(config.get("hsc") or {}).mask_planes),
             common=FETCH_COMMON,
         log:
             f"{RESULTS}/logs/fetch_hsc/{{shard}}.log",
@@ -92,29 +94,31 @@ if FETCH and SURVEY == "hsc":
         conda:
             ENV
         shell:
-            "{CLUMPCAT} fetch hsc --galaxies {input.galaxies:q} --status {output.status:q} "
+            "clumpcat fetch hsc --galaxies {input.galaxies:q} --status {output.status:q} "
             "--info {output.info:q} --cutouts {params.cutouts:q} --cache {params.cache:q} "
             "--das-url {params.das_url:q} --psf-url {params.psf_url:q} --rerun {params.rerun} "
             "--username-env {params.username_env} --password-env {params.password_env} "
-            "{params.common} --log {log:q}"
+            "--mask-planes {params.mask_planes} {params.common} --log {log:q}"
 
 
-if lookup(dpath="crossmatch/hsc_objects", within=config, default=None) and config["galaxies"]:
+if CROSSMATCH_OBJECTS and CROSSMATCH_PARENT:
 
     rule crossmatch:
         input:
-            galaxies=config["galaxies"],
-            hsc=lookup(dpath="crossmatch/hsc_objects", within=config, default=None),
+            galaxies=CROSSMATCH_PARENT,
+            hsc=CROSSMATCH_OBJECTS,
         output:
-            lookup(dpath="crossmatch/out", within=config, default=None)
-            or f"{RESULTS}/crossmatch/hsc-galaxies.parquet",
+            CROSSMATCH_OUT,
         params:
             radius=lookup(dpath="crossmatch/radius_arcsec", within=config, default=1.0),
+            # The ledger this results folder's catalogue writes, and the history of
+            # earlier ones (a rerun's ledger replaces the last one's).
             processed=" ".join(
                 f"'{path}'"
                 for path in lookup(dpath="crossmatch/processed", within=config, default=None)
-                or [f"{RESULTS}/hsc/ledger.parquet"]
+                or [f"{RESULTS}/ledger.parquet"]
             ),
+            history=f"{RESULTS}/crossmatch/processed.parquet",
         log:
             f"{RESULTS}/logs/crossmatch/crossmatch.log",
         benchmark:
@@ -125,5 +129,6 @@ if lookup(dpath="crossmatch/hsc_objects", within=config, default=None) and confi
         conda:
             ENV
         shell:
-            "{CLUMPCAT} crossmatch --galaxies {input.galaxies:q} --hsc-objects {input.hsc:q} "
-            "--out {output:q} --radius-arcsec {params.radius} --processed {params.processed} --log {log:q}"
+            "clumpcat crossmatch --galaxies {input.galaxies:q} --hsc-objects {input.hsc:q} "
+            "--out {output:q} --radius-arcsec {params.radius} --processed {params.processed} "
+            "--history {params.history:q} --log {log:q}"

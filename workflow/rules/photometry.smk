@@ -6,6 +6,7 @@ rule photometry:
         galaxies=galaxies_of,
         clumps=f"{RESULTS}/{{sample}}/shards/{{shard}}/clumps.parquet",
         status=f"{RESULTS}/{{sample}}/shards/{{shard}}/status-postprocess.parquet",
+        segments=f"{RESULTS}/{{sample}}/shards/{{shard}}/segments.npz",
     output:
         photometry=f"{RESULTS}/{{sample}}/shards/{{shard}}/photometry.parquet",
         status=f"{RESULTS}/{{sample}}/shards/{{shard}}/status-photometry.parquet",
@@ -24,7 +25,7 @@ rule photometry:
     conda:
         ENV
     shell:
-        "{CLUMPCAT} photometry --galaxies {input.galaxies} --clumps {input.clumps} "
-        "--cutouts {params.cutouts} --status-in {input.status} "
+        "clumpcat photometry --galaxies {input.galaxies} --clumps {input.clumps} "
+        "--cutouts {params.cutouts} --status-in {input.status} --segments {input.segments} "
         "--status-out {output.status} --out {output.photometry} --bands {params.bands} "
         "--aperture-correction {params.correction} {params.ebv} 2> {log}"

@@ -1,4 +1,5 @@
-# NMS, merging within one r-band PSF FWHM and the host-galaxy mask (paper 4.3).
+# NMS, merging within one r-band PSF FWHM, the host-galaxy mask (paper 4.3) and
+# each candidate's own detection S/N (postprocess.min_snr).
 
 
 rule postprocess:
@@ -6,13 +7,13 @@ rule postprocess:
         galaxies=galaxies_of,
         detections=f"{RESULTS}/{{sample}}/shards/{{shard}}/detections.parquet",
         status=f"{RESULTS}/{{sample}}/shards/{{shard}}/status-detect.parquet",
+        segments=f"{RESULTS}/{{sample}}/shards/{{shard}}/segments.npz",
     output:
         clumps=f"{RESULTS}/{{sample}}/shards/{{shard}}/clumps.parquet",
         status=f"{RESULTS}/{{sample}}/shards/{{shard}}/status-postprocess.parquet",
     params:
         cutouts=cutouts_param,
-        cfg=config["postprocess"],
-        host_mask=host_mask_option,
+        settings=postprocess_options,
         floor=config["detect"]["score_floor"],
     log:
         f"{RESULTS}/logs/postprocess/{{sample}}-{{shard}}.log",
@@ -24,8 +25,7 @@ rule postprocess:
     conda:
         ENV
     shell:
-        "{CLUMPCAT} postprocess --galaxies {input.galaxies} --detections {input.detections} "
+        "clumpcat postprocess --galaxies {input.galaxies} --detections {input.detections} "
         "--cutouts {params.cutouts} --status-in {input.status} "
         "--status-out {output.status} --out {output.clumps} "
-        "--nms-iou {params.cfg[nms_iou]} --merge-fwhm {params.cfg[merge_fwhm]} "
-        "--score-floor {params.floor} --host-nsigma {params.cfg[host_nsigma]} {params.host_mask} 2> {log}"
+        "--score-floor {params.floor} --segments {input.segments} {params.settings} 2> {log}"

@@ -26,7 +26,7 @@ rule render:
     conda:
         ENV
     shell:
-        "{CLUMPCAT} render --galaxies {input.galaxies} --cutouts {params.cutouts} "
+        "clumpcat render --galaxies {input.galaxies} --cutouts {params.cutouts} "
         "--rgb-dir {params.rgb} --survey {params.survey} {params.status} {params.truth} "
         "--labels-detectable-only --labels-out {output.labels} "
         "--status-out {output.status} --out {output.render} 2> {log}"

@@ -27,7 +27,7 @@ if SYNTHETIC or "training" in SAMPLES:
         conda:
             ENV
         shell:
-            "{CLUMPCAT} simulate --n {params.total} --seed {params.seed} "
+            "clumpcat simulate --n {params.total} --seed {params.seed} "
             "--first {params.first} --count {params.number} "
             "--galaxies {output.galaxies} --truth {output.truth} "
             "--cutouts {params.cutouts} {params.options} 2> {log}"
@@ -51,7 +51,7 @@ if not SYNTHETIC:
         conda:
             ENV
         shell:
-            "{CLUMPCAT} validate --galaxies {input} --shard-size {params.shard_size} "
+            "clumpcat validate --galaxies {input} --shard-size {params.shard_size} "
             "--out-dir {params.out_dir} 2> {log}"
 
 
@@ -59,6 +59,7 @@ rule inject:
     input:
         galaxies=survey_galaxies,
         status=survey_render_status,
+        segments=survey_segments,
     output:
         truth=f"{RESULTS}/injected/shards/{{shard}}/truth.parquet",
     params:
@@ -76,22 +77,9 @@ rule inject:
     conda:
         ENV
     shell:
-        "{CLUMPCAT} inject --galaxies {input.galaxies} --cutouts {params.cutouts} "
-        "--out-cutouts {params.out_cutouts} --truth {output.truth} "
+        "clumpcat inject --galaxies {input.galaxies} --cutouts {params.cutouts} "
+        "--out-cutouts {params.out_cutouts} --truth {output.truth} --segments {input.segments} "
         "--seed {params.seed} --per-galaxy {params.per_galaxy} 2> {log}"
-
-
-rule merge_truth:
-    input:
-        shards_of("truth.parquet"),
-    output:
-        f"{RESULTS}/{{sample}}/truth.parquet",
-    log:
-        f"{RESULTS}/logs/merge_truth/{{sample}}.log",
-    conda:
-        ENV
-    shell:
-        "{CLUMPCAT} merge {input} --out {output} 2> {log}"
 
 
 rule merge_galaxies:
@@ -106,4 +94,4 @@ rule merge_galaxies:
     conda:
         ENV
     shell:
-        "{CLUMPCAT} merge {input} --out {output} 2> {log}"
+        "clumpcat merge {input} --out {output} 2> {log}"

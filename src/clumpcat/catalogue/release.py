@@ -26,11 +26,13 @@ import platform
 import shutil
 import subprocess
 import sys
+from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from clumpcat import settings
 from clumpcat.catalogue.datamodel import DataModel, load_datamodel
 from clumpcat.errors import InputError
 
@@ -80,8 +82,63 @@ def _md_cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def release_readme(model: DataModel, counts: dict | None = None) -> str:
-    """The release README (Markdown), generated from the data model.
+_BACKGROUND_TEXT = {
+    "median": "the median of the annulus (App. E)",
+    "mean": "the clipped mean of the annulus",
+    "plane": "a clipped plane fitted to the annulus",
+    "radial": "a radial profile of the host through the annulus",
+    "quadratic": "a clipped quadratic surface fitted to the annulus",
+}
+
+
+def method_text(effective_config: Mapping | None) -> str:
+    """What the run applied, in words, from its effective configuration.
+
+    Parameters
+    ----------
+    effective_config : mapping, optional
+        :func:`clumpcat.settings.effective_config` of the run; without it the
+        defaults of this version are described and the text says so.
+
+    Returns
+    -------
+    str
+        One paragraph for the release README.
+    """
+    cfg = effective_config_or_defaults(effective_config)
+    post, phot = cfg["postprocess"], cfg["photometry"]
+    host = (
+        f"candidates outside the host galaxy's segment ({post['host_nsigma']:g} x the background RMS "
+        "of the PSF-smoothed r band) dropped"
+        if post["host_mask"]
+        else "no host-galaxy mask"
+    )
+    text = (
+        f"Candidates: NMS at IoU {post['nms_iou']:g}, merged within {post['merge_fwhm']:g} x the r-band "
+        f"PSF FWHM ({post['linkage']} linkage), {host}; catalogue cut at score "
+        f"{cfg['catalogue']['score_threshold']:g}. Clump fluxes come from a circular aperture of 1.125 x "
+        "the band's PSF FWHM, minus the background from an annulus of 1.5-2.5 x FWHM, estimated as "
+        f"{_BACKGROUND_TEXT[phot['background']]} (other clumps and the area outside the host masked), "
+        f"times an aperture correction for a {phot['aperture_correction']} PSF of the band's FWHM."
+    )
+    if effective_config is None:
+        text += " (No run configuration was given: these are the defaults of this version.)"
+    else:
+        text += " The full configuration of the run is in provenance.json (`effective_config`)."
+    return text
+
+
+def effective_config_or_defaults(effective_config: Mapping | None) -> dict:
+    """The given effective configuration, or this version's defaults."""
+    if effective_config is not None:
+        return dict(effective_config)
+    return settings.effective_config({})
+
+
+def release_readme(
+    model: DataModel, counts: dict | None = None, effective_config: Mapping | None = None
+) -> str:
+    """The release README (Markdown), generated from the data model and the run's settings.
 
     Parameters
     ----------
@@ -89,6 +146,8 @@ def release_readme(model: DataModel, counts: dict | None = None) -> str:
     counts : dict, optional
         ``n_galaxies``, ``n_catalogue``, ``score_threshold``,
         ``status_counts`` to report.
+    effective_config : mapping, optional
+        The run's effective configuration; the method paragraph describes it.
 
     Returns
     -------
@@ -126,11 +185,7 @@ def release_readme(model: DataModel, counts: dict | None = None) -> str:
         "## Conventions",
         "",
         "Fluxes are in Jansky (1 nanomaggy = 3.631e-6 Jy), magnitudes are AB, "
-        "coordinates are ICRS degrees. Clump fluxes come from a circular aperture of "
-        "1.125 x the band's PSF FWHM, minus the background from an annulus of 1.5-2.5 x "
-        "FWHM (other clumps and the area outside the host masked; a clipped plane fit "
-        "unless configured otherwise), times a Gaussian-PSF (or, if configured, Moffat) "
-        "aperture correction; the settings are in provenance.json's config. "
+        "coordinates are ICRS degrees. " + method_text(effective_config) + " "
         "`clump_mag_<b>` is NaN where the flux is not positive; `clump_mag_lim_<b>` "
         "then gives a 5-sigma upper limit. Extinction: A_b = R_b x E(B-V), SFD (1998) "
         "E(B-V), Schlafly & Finkbeiner (2011) R_b. Pixel coordinates are 0-based in the "
@@ -168,6 +223,7 @@ def provenance(
     config_path: str | Path | None = None,
     model_path: str | Path | None = None,
     extra: dict | None = None,
+    effective_config: Mapping | None = None,
 ) -> dict:
     """Provenance record of a release.
 
@@ -176,6 +232,9 @@ def provenance(
     config_path : path, optional
         Pipeline config; its text (and, for YAML/JSON, its parsed content)
         is recorded.
+    effective_config : mapping, optional
+        The configuration that ran (the config file with ``--config``
+        overrides and defaults filled in), recorded as ``effective_config``.
     model_path : path, optional
         Detector weights; their SHA-256 and size are recorded.
     extra : dict, optional
@@ -199,6 +258,7 @@ def provenance(
         "platform": platform.platform(),
         "packages": {},
         "config": None,
+        "effective_config": None if effective_config is None else dict(effective_config),
         "model": None,
     }
     for name in PROVENANCE_PACKAGES:
@@ -300,6 +360,7 @@ def make_release(
     datamodel: DataModel | None = None,
     hats: bool = False,
     summary=None,
+    effective_config: Mapping | None = None,
 ) -> Path:
     """Assemble ``results_dir/release/`` from a finished catalogue.
 
@@ -317,6 +378,8 @@ def make_release(
         Add ``hats/`` (skipped with a log message without ``hats-import``).
     summary : CatalogueSummary, optional
         Counts for the README and provenance (else read from the files).
+    effective_config : mapping, optional
+        The run's effective configuration: recorded and described.
 
     Returns
     -------
@@ -352,11 +415,12 @@ def make_release(
         counts["score_threshold"] = float(summary.score_threshold)
     elif b"score_threshold" in cat_meta:
         counts["score_threshold"] = float(cat_meta[b"score_threshold"])
-    (tmp / "README.md").write_text(release_readme(model, counts), encoding="utf-8")
+    (tmp / "README.md").write_text(release_readme(model, counts, effective_config), encoding="utf-8")
     record = provenance(
         config_path,
         model_path,
         extra={"counts": counts, "datamodel": {"name": model.name, "version": model.version}},
+        effective_config=effective_config,
     )
     if hats:
         record["hats"] = str(write_hats(tmp / "catalogue.parquet", tmp / "hats") is not None).lower()

@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import json
 import logging
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,9 +35,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from astropy import units as u
+from astropy.io import fits
 
-from clumpcat.catalogue.datamodel import DataModel, load_datamodel
+from clumpcat import settings
+from clumpcat.catalogue.datamodel import DataModel, load_datamodel, numpy_null
+from clumpcat.catalogue.release import make_release
 from clumpcat.constants import (
     EXTINCTION_R,
     LABEL_IDS,
@@ -579,10 +586,6 @@ def _fits_unit_ok(unit: str) -> bool:
     """Whether ``unit`` is a valid FITS unit string (else it goes into TCOMM)."""
     if not unit:
         return False
-    import warnings
-
-    from astropy import units as u
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -602,10 +605,6 @@ def _fits_comment(column) -> str:
 
 
 def _fits_layout(model: DataModel, widths: dict[str, int]):
-    from astropy.io import fits
-
-    from clumpcat.catalogue.datamodel import numpy_null
-
     columns, dtypes = [], []
     for c in model.columns:
         kwargs = {"name": c.name, "unit": c.unit if _fits_unit_ok(c.unit) else None}
@@ -632,8 +631,6 @@ def _fits_layout(model: DataModel, widths: dict[str, int]):
 
 
 def _fits_batch(batch: pa.RecordBatch, model: DataModel, dtype: np.dtype) -> np.ndarray:
-    from clumpcat.catalogue.datamodel import numpy_null
-
     rec = np.zeros(batch.num_rows, dtype=dtype)
     for c in model.columns:
         arr = batch.column(c.name)
@@ -689,16 +686,12 @@ def write_fits_catalogue(
     -------
     Path
     """
-    from astropy.io import fits
-
     model = model or load_datamodel()
     parquet = pq.ParquetFile(parquet_path)
     nrows = parquet.metadata.num_rows
     strings = [c.name for c in model.columns if c.dtype == "string"]
     widths = dict.fromkeys(strings, 1)
     if strings:
-        import pyarrow.compute as pc
-
         for batch in parquet.iter_batches(batch_size=batch_rows, columns=strings):
             for name in strings:
                 longest = pc.max(pc.utf8_length(batch.column(name))).as_py()
@@ -725,16 +718,17 @@ def write_fits_catalogue(
     primary.header["ORIGIN"] = "clumpcat"
     fits_path = Path(fits_path)
     tmp = fits_path.with_name(f".{fits_path.name}.tmp")
-    written = 0
-    with open(tmp, "wb") as handle:
-        handle.write(primary.header.tostring(padding=True).encode("ascii"))
-        handle.write(header.tostring(padding=True).encode("ascii"))
+    primary.writeto(tmp, overwrite=True)
+    # astropy's streaming HDU appends the table extension and pads it; rows go
+    # in batch by batch, so memory is bounded by the batch, not the catalogue.
+    stream = fits.StreamingHDU(str(tmp), header)
+    try:
         for batch in parquet.iter_batches(batch_size=batch_rows, columns=model.names):
-            rec = _fits_batch(batch, model, dtype)
-            handle.write(rec.tobytes())
-            written += rec.nbytes
-        pad = (-written) % 2880
-        handle.write(b"\0" * pad)
+            # The record dtype is already FITS's big-endian row layout; the
+            # stream takes it as bytes (BITPIX 8 of a table header).
+            stream.write(_fits_batch(batch, model, dtype).view(np.uint8))
+    finally:
+        stream.close()
     os.replace(tmp, fits_path)
     return fits_path
 
@@ -757,6 +751,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-fits", action="store_true", help="do not write catalogue.fits")
     parser.add_argument("--release", action="store_true", help="also assemble OUT_DIR/release/")
     parser.add_argument("--config", help="pipeline config file recorded in the release provenance")
+    parser.add_argument(
+        "--effective-config",
+        metavar="JSON",
+        help="the configuration that ran, as JSON (the workflow passes it): recorded and described",
+    )
     parser.add_argument("--model", help="detector weights; their SHA-256 goes into the provenance")
     parser.add_argument("--hats", action="store_true", help="add a HATS-partitioned copy (needs hats-import)")
 
@@ -765,6 +764,13 @@ def run(args: argparse.Namespace) -> int:
     """Run ``clumpcat catalogue``."""
     if not 0.0 <= args.score_threshold <= 1.0:
         raise InputError(f"--score-threshold must be in [0, 1], got {args.score_threshold}")
+    effective = None
+    if args.effective_config:
+        try:
+            effective = json.loads(args.effective_config)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"--effective-config: not valid JSON ({exc})") from exc
+        effective = settings.effective_config(effective)
     model = load_datamodel(args.datamodel)
     shards = find_shards(args.shards, args.shards_dir)
     summary = build_catalogue(
@@ -776,8 +782,6 @@ def run(args: argparse.Namespace) -> int:
         input_galaxies=args.galaxies,
     )
     if args.release:
-        from clumpcat.catalogue.release import make_release
-
         make_release(
             args.out_dir,
             config_path=args.config,
@@ -785,5 +789,6 @@ def run(args: argparse.Namespace) -> int:
             datamodel=model,
             hats=args.hats,
             summary=summary,
+            effective_config=effective,
         )
     return 0

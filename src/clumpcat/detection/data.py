@@ -16,9 +16,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
+from torchvision import tv_tensors
+from torchvision.io import ImageReadMode, decode_image
+from torchvision.transforms.v2 import functional as tvf
 
-from clumpcat.constants import CROP_SIZE, LABEL_IDS, RENDER_SIZE
+from clumpcat.constants import CROP_SIZE, LABEL_IDS
 from clumpcat.errors import InputError
 from clumpcat.tables import read_table
 
@@ -29,18 +31,12 @@ __all__ = [
     "subset_images",
     "CropDataset",
     "collate",
-    "crop_offset",
 ]
 
 log = logging.getLogger(__name__)
 
 _RENDER_COLUMNS = ("objid", "png")
 _LABEL_COLUMNS = ("objid", "box_x0", "box_y0", "box_x1", "box_y1", "label")
-
-
-def crop_offset(size: int = RENDER_SIZE, crop: int = CROP_SIZE) -> int:
-    """Offset of the central crop's first pixel in the rendered frame."""
-    return (size - crop) // 2
 
 
 @dataclass
@@ -237,27 +233,31 @@ class CropDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.objids)
 
-    def load(self, objid: str, shift: tuple[int, int] = (0, 0)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The crop (HxWx3 uint8), its boxes (XYXY, crop pixels) and label ids.
+    def load(
+        self, objid: str, shift: tuple[int, int] = (0, 0)
+    ) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+        """The crop (3xHxW uint8 tensor), its boxes (XYXY, crop pixels) and label ids.
 
         ``shift`` moves the crop window by (dx, dy) pixels from the centre,
         clipped to stay inside the image.
         """
         path = self._png[objid]
         try:
-            with Image.open(path) as img:
-                rgb = np.asarray(img.convert("RGB"))
-        except OSError as exc:
+            rgb = decode_image(str(path), mode=ImageReadMode.RGB)
+        except (OSError, RuntimeError) as exc:
             raise InputError(f"{path}: cannot read rendered image of {objid} ({exc})") from exc
-        size_y, size_x = rgb.shape[:2]
+        size_y, size_x = rgb.shape[-2:]
         ox = int(np.clip((size_x - self.crop) // 2 + shift[0], 0, size_x - self.crop))
         oy = int(np.clip((size_y - self.crop) // 2 + shift[1], 0, size_y - self.crop))
-        rgb = rgb[oy : oy + self.crop, ox : ox + self.crop]
+        rgb = rgb[:, oy : oy + self.crop, ox : ox + self.crop]
         rows = self.table.boxes_of(objid)
         boxes = rows[["box_x0", "box_y0", "box_x1", "box_y1"]].to_numpy(dtype=np.float32)
         boxes = boxes - np.array([ox, oy, ox, oy], dtype=np.float32)
         labels = rows["label"].map(LABEL_IDS).to_numpy(dtype=np.int64)
         if len(boxes):
+            # A box belongs to the crop when its centre does (the clump is in
+            # it), then is clipped to the crop: unlike torchvision's
+            # SanitizeBoundingBoxes, which keeps boxes by their clipped area.
             cx = 0.5 * (boxes[:, 0] + boxes[:, 2])
             cy = 0.5 * (boxes[:, 1] + boxes[:, 3])
             inside = (cx >= 0) & (cx < self.crop) & (cy >= 0) & (cy < self.crop)
@@ -274,24 +274,23 @@ class CropDataset(torch.utils.data.Dataset):
             else (0, 0)
         )
         rgb, boxes, labels = self.load(objid, shift)
-        rgb = rgb.copy()
+        image = tv_tensors.Image(rgb)
+        boxes = tv_tensors.BoundingBoxes(
+            torch.from_numpy(boxes), format="XYXY", canvas_size=(self.crop, self.crop)
+        )
         if self.augment:
+            # Box-aware flips (Section 4.2): torchvision moves image and boxes together.
             if rng.random() < 0.5:
-                rgb = rgb[:, ::-1]
-                boxes = boxes[:, [2, 1, 0, 3]].copy()
-                boxes[:, [0, 2]] = self.crop - boxes[:, [0, 2]]
+                image, boxes = tvf.horizontal_flip(image), tvf.horizontal_flip(boxes)
             if rng.random() < 0.5:
-                rgb = rgb[::-1, :]
-                boxes = boxes[:, [0, 3, 2, 1]].copy()
-                boxes[:, [1, 3]] = self.crop - boxes[:, [1, 3]]
-        image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float().div_(255.0)
+                image, boxes = tvf.vertical_flip(image), tvf.vertical_flip(boxes)
         target = {
-            "boxes": torch.from_numpy(np.ascontiguousarray(boxes, dtype=np.float32)).reshape(-1, 4),
+            "boxes": boxes.as_subclass(torch.Tensor).float().reshape(-1, 4),
             "labels": torch.from_numpy(labels),
             "image_id": index,
             "objid": objid,
         }
-        return image, target
+        return image.as_subclass(torch.Tensor).float().div_(255.0), target
 
 
 def collate(batch):

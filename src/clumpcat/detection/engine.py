@@ -16,6 +16,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.distributed as dist
 
@@ -23,7 +24,8 @@ from clumpcat.candidates import merge_within_fwhm, nms_across_labels
 from clumpcat.coco_metrics import coco_ap_ar
 from clumpcat.constants import LABELS, MATCH_FWHM, MERGE_FWHM, NMS_IOU
 from clumpcat.errors import ClumpcatError
-from clumpcat.matching import match_to_truth
+from clumpcat.geometry import box_centres
+from clumpcat.matching import completeness_purity
 
 __all__ = ["autocast", "train_one_epoch", "predict", "validate", "THRESHOLDS"]
 
@@ -162,9 +164,7 @@ def _postprocessed(pred: Mapping, fwhm_px: float) -> tuple[np.ndarray, np.ndarra
     keep = nms_across_labels(boxes, scores, NMS_IOU)
     boxes, scores, labels = boxes[keep], scores[keep], pred["labels"][keep]
     names = np.array(LABELS, dtype=object)[np.asarray(labels) - 1]
-    # Box centres in edge coordinates minus 0.5: pixel-index coordinates.
-    x = 0.5 * (boxes[:, 0] + boxes[:, 2]) - 0.5
-    y = 0.5 * (boxes[:, 1] + boxes[:, 3]) - 0.5
+    x, y = box_centres(boxes)
     merged = merge_within_fwhm(x, y, scores, names, boxes, fwhm_px, merge_fwhm=MERGE_FWHM)
     return merged.x, merged.y, merged.score
 
@@ -191,30 +191,26 @@ def validate(predictions: Mapping, fwhm_px: Mapping[str, float], thresholds=THRE
     objids = [k for k in predictions if k != "_targets"]
     coco = coco_ap_ar({k: predictions[k] for k in objids}, {k: targets[k] for k in objids})
     thresholds = np.asarray(thresholds, dtype=float)
-    tp = np.zeros(len(thresholds))
-    n_det = np.zeros(len(thresholds))
-    n_truth = 0
+    dets, truth = [], []
     for objid in objids:
-        fwhm = float(fwhm_px[objid])
-        x, y, score = _postprocessed(predictions[objid], fwhm)
-        tb = targets[objid]["boxes"]
-        tx = 0.5 * (tb[:, 0] + tb[:, 2]) - 0.5
-        ty = 0.5 * (tb[:, 1] + tb[:, 3]) - 0.5
-        n_truth += len(tx)
-        for j, thr in enumerate(thresholds):
-            sel = score >= thr
-            n_det[j] += sel.sum()
-            if sel.any() and len(tx):
-                _det, truth_hit = match_to_truth(x[sel], y[sel], score[sel], tx, ty, fwhm, MATCH_FWHM)
-                tp[j] += truth_hit.sum()
-    completeness = tp / max(n_truth, 1)
-    purity = np.divide(tp, n_det, out=np.zeros_like(tp), where=n_det > 0)
-    f1 = np.divide(
-        2 * completeness * purity,
-        completeness + purity,
-        out=np.zeros_like(tp),
-        where=(completeness + purity) > 0,
+        x, y, score = _postprocessed(predictions[objid], float(fwhm_px[objid]))
+        dets.append(pd.DataFrame({"objid": objid, "x": x, "y": y, "score": score}))
+        tx, ty = box_centres(targets[objid]["boxes"].reshape(-1, 4))
+        truth.append(pd.DataFrame({"objid": objid, "x": tx, "y": ty}))
+    # The evaluation's own sweep (4.4.2 matching), so that the epoch kept by
+    # validation is judged exactly as the released catalogue will be.
+    sweep = completeness_purity(
+        pd.concat(dets, ignore_index=True),
+        pd.concat(truth, ignore_index=True),
+        thresholds,
+        fwhm_px_by_objid={k: float(fwhm_px[k]) for k in objids},
+        objids=objids,
+        max_fwhm=MATCH_FWHM,
     )
+    n_truth = int(sweep["n_truth"].iloc[0]) if len(sweep) else 0
+    completeness = sweep["completeness"].fillna(0.0).to_numpy(float)
+    purity = sweep["purity"].fillna(0.0).to_numpy(float)
+    f1 = sweep["f1"].fillna(0.0).to_numpy(float)
     best = int(np.argmax(f1))
     half = int(np.argmin(np.abs(thresholds - 0.5)))
     return {

@@ -25,13 +25,13 @@ import torch
 from astropy.io import fits
 from astropy.utils.exceptions import AstropyWarning
 from astropy.wcs import WCS
-from PIL import Image
+from torchvision.io import ImageReadMode, decode_image
 
 from clumpcat.constants import LABELS
 from clumpcat.detection.data import collate
 from clumpcat.detection.engine import autocast
 from clumpcat.errors import InputError
-from clumpcat.geometry import RenderGeometry
+from clumpcat.geometry import RenderGeometry, box_centres
 from clumpcat.ledger import LedgerEntry, pending, read_status, write_status
 from clumpcat.logs import progress
 from clumpcat.paths import objid_path
@@ -71,12 +71,10 @@ class RenderedImages(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int):
         try:
-            with Image.open(self.pngs[index]) as img:
-                rgb = np.asarray(img.convert("RGB"))
-        except OSError as exc:
+            rgb = decode_image(self.pngs[index], mode=ImageReadMode.RGB)
+        except (OSError, RuntimeError) as exc:
             return None, self.objids[index], f"{self.pngs[index]}: unreadable PNG ({exc})"
-        image = torch.from_numpy(rgb.copy()).permute(2, 0, 1).float().div_(255.0)
-        return image, self.objids[index], ""
+        return rgb.float().div_(255.0), self.objids[index], ""
 
 
 def _cutout_wcs(path: Path) -> WCS:
@@ -159,9 +157,7 @@ def to_cutout_frame(
 ) -> pd.DataFrame:
     """Detections of one galaxy in the contract's columns (cutout frame, ICRS)."""
     boxes = geometry.boxes_render_to_cutout(pred["boxes"]).reshape(-1, 4)
-    # Box edges -> pixel-index centres (pixel i spans [i, i+1], centre at i).
-    x = 0.5 * (boxes[:, 0] + boxes[:, 2]) - 0.5
-    y = 0.5 * (boxes[:, 1] + boxes[:, 3]) - 0.5
+    x, y = box_centres(boxes)
     if len(x):
         sky = wcs.pixel_to_world(x, y)
         ra, dec = sky.icrs.ra.deg, sky.icrs.dec.deg

@@ -12,7 +12,8 @@ peaks of an unsharp-masked image inside the host galaxy:
    (MAD) off the host galaxy, and a contrast floor of 15 per cent of the
    local smooth host brightness, to get a significance map in sigma;
 4. keep local maxima of the significance above ``min_snr`` inside the host
-   mask (:func:`clumpcat.postprocess.hostmask.host_galaxy_mask`, Section 4.3.2) with
+   segment (:mod:`clumpcat.survey.segments`, Section 4.3.2; the stored one with
+   ``--segments``) with
    photutils ``find_peaks``, at least one FWHM apart (the merge distance of
    Section 4.3.2), leaving out the nucleus at the cutout centre.
 
@@ -36,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from astropy.stats import mad_std
+from astropy.stats import gaussian_fwhm_to_sigma, mad_std
 from photutils.detection import find_peaks
 from scipy import ndimage
 
@@ -47,6 +48,13 @@ from clumpcat.logs import progress
 from clumpcat.paths import objid_path
 from clumpcat.survey.cutouts import read_cutout
 from clumpcat.survey.galaxies import read_galaxies
+from clumpcat.survey.segments import (
+    SegmentSet,
+    add_segments_option,
+    read_segments,
+    segment_galaxy,
+    segment_shard,
+)
 from clumpcat.tables import ColumnDoc, write_table
 
 __all__ = [
@@ -62,7 +70,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
 
 #: Columns of ``baseline.parquet`` (the detections contract plus extras).
 BASELINE_COLUMNS: dict[str, ColumnDoc] = {
@@ -150,7 +157,7 @@ def significance_map(
         empty = np.full(image.shape, np.nan)
         return (empty, empty.copy()) if return_residual else empty
     filled = np.where(bad, np.nanmedian(image), image)
-    smooth = ndimage.gaussian_filter(filled, fwhm_px / _FWHM_PER_SIGMA, mode="nearest")
+    smooth = ndimage.gaussian_filter(filled, fwhm_px * gaussian_fwhm_to_sigma, mode="nearest")
     host_model = ndimage.median_filter(smooth, size=_odd(median_fwhm * fwhm_px), mode="nearest")
     residual = smooth - host_model
     outside = ~bad if host_mask is None else (~np.asarray(host_mask, dtype=bool) & ~bad)
@@ -309,8 +316,8 @@ def baseline_cutout(
     cutout : Cutout
         Multi-band cutout (nanomaggies); must hold ``r`` and ``bands``.
     host_mask : ndarray of bool, optional
-        Host galaxy mask; default :func:`clumpcat.postprocess.hostmask.host_galaxy_mask`
-        of the r band at the r-band FWHM.
+        Host galaxy mask (the galaxy's stored segment); default: segmented
+        here at the cutout centre (:func:`clumpcat.survey.segments.segment_galaxy`).
     bands : tuple of str
         Bands summed before peak finding.
     **kwargs
@@ -326,11 +333,7 @@ def baseline_cutout(
         raise CutoutError(f"{cutout.objid}.fits", f"missing band(s) {', '.join(missing)} for the baseline")
     fwhm = cutout.fwhm_pixels("r")
     if host_mask is None:
-        from clumpcat.postprocess.hostmask import host_galaxy_mask
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            host_mask = host_galaxy_mask(cutout.images["r"], fwhm)
+        host_mask = segment_galaxy(cutout).mask
     image = np.sum([np.asarray(cutout.images[b], dtype=float) for b in bands], axis=0)
     frame = find_clump_peaks(image, fwhm, host_mask, **kwargs)
     if len(frame):
@@ -354,6 +357,7 @@ def baseline_shard(
     cutout_dir: str | Path,
     *,
     bands: tuple[str, ...] = ("g", "r"),
+    segments: SegmentSet | None = None,
     **kwargs,
 ) -> tuple[pd.DataFrame, list[LedgerEntry]]:
     """Run the baseline over a shard's galaxies.
@@ -366,6 +370,9 @@ def baseline_shard(
         Folder of ``{objid}.fits`` cutouts.
     bands : tuple of str
         Bands summed before peak finding.
+    segments : SegmentSet, optional
+        The shard's stored host segments; a galaxy without one fails with
+        the reason. Default: each cutout segmented at its centre.
     **kwargs
         Passed to :func:`find_clump_peaks`.
 
@@ -381,7 +388,8 @@ def baseline_shard(
     for objid in progress(objids, "baseline"):
         try:
             cutout = read_cutout(objid_path(cutout_dir, objid, ".fits"))
-            parts.append(baseline_cutout(cutout, bands=bands, **kwargs))
+            mask = segments.mask_for(cutout) if segments is not None else None
+            parts.append(baseline_cutout(cutout, mask, bands=bands, **kwargs))
         except (ClumpcatError, ValueError) as exc:
             reason = getattr(exc, "reason", str(exc))
             log.warning("baseline: galaxy %s failed: %s", objid, reason)
@@ -398,7 +406,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--status-in", help="previous stage's status table; only 'ok' galaxies run")
     parser.add_argument("--out", required=True, help="output Parquet of baseline candidates")
     parser.add_argument("--status-out", help="write this stage's status table here")
-    parser.add_argument("--bands", default="g,r", help="comma-separated bands summed (default g,r)")
+    parser.add_argument(
+        "--bands", nargs="+", default=["g", "r"], help="bands summed into the detection image (default g r)"
+    )
     parser.add_argument("--min-snr", type=float, default=2.0, help="lowest peak significance kept (sigma)")
     parser.add_argument(
         "--median-fwhm", type=float, default=3.0, help="median filter width for the host, in FWHM"
@@ -411,6 +421,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--snr-half", type=float, default=5.0, help="significance that scores 0.5")
     parser.add_argument("--snr-scale", type=float, default=1.4, help="logistic width of the score (sigma)")
+    add_segments_option(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -419,13 +430,19 @@ def run(args: argparse.Namespace) -> int:
     objids = galaxies["objid"].tolist()
     upstream = read_status(args.status_in)
     todo = pending(objids, upstream)
-    bands = tuple(b.strip().lower() for b in args.bands.split(",") if b.strip())
+    bands = tuple(b.strip().lower() for b in args.bands if b.strip())
     if not bands:
-        raise InputError("--bands must name at least one band, e.g. 'g,r'")
+        raise InputError("--bands must name at least one band, e.g. '--bands g r'")
+    segments = (
+        read_segments(args.segments)
+        if args.segments
+        else segment_shard(galaxies, args.cutouts, status=upstream)
+    )
     frame, failures = baseline_shard(
         todo,
         args.cutouts,
         bands=bands,
+        segments=segments,
         min_snr=args.min_snr,
         median_fwhm=args.median_fwhm,
         contrast=args.contrast,

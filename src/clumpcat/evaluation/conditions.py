@@ -39,8 +39,8 @@ from clumpcat.constants import SDSS_PIXEL_SCALE
 from clumpcat.errors import ClumpcatError, ClumpcatWarning, InputError
 from clumpcat.matching import ONE_SIGMA, binomial_interval, truth_match_scores
 from clumpcat.paths import objid_path
-from clumpcat.postprocess.hostmask import host_galaxy_mask
 from clumpcat.survey.cutouts import Cutout, read_cutout
+from clumpcat.survey.hostsegment import host_galaxy_mask
 from clumpcat.survey.psf import draw_psf, encircled_energy, measure_fwhm
 
 __all__ = [

@@ -71,6 +71,7 @@ __all__ = [
     "coco_by_threshold",
     "evaluate_detector",
     "selection_function",
+    "snr_cut_cost",
     "evaluate_run",
     "configure_parser",
     "run",
@@ -465,6 +466,66 @@ def selection_function(
     return out
 
 
+def _above_snr(detections: pd.DataFrame, min_snr: float | None) -> pd.DataFrame:
+    """Rows with ``detection_snr >= min_snr`` (all rows without a cut or the column; NaN kept)."""
+    if min_snr is None or "detection_snr" not in detections.columns:
+        return detections
+    snr = pd.to_numeric(detections["detection_snr"], errors="coerce")
+    return detections[~(snr < min_snr)].reset_index(drop=True)
+
+
+def snr_cut_cost(
+    detections: pd.DataFrame,
+    injected: pd.DataFrame,
+    galaxies: pd.DataFrame,
+    min_snr: float,
+    *,
+    threshold: float = HEADLINE_THRESHOLD,
+    fwhm_px_by_objid: Mapping | None = None,
+    with_cut: pd.DataFrame | None = None,
+) -> dict:
+    """Completeness of injected clumps per flux-ratio bin with and without the S/N cut.
+
+    Parameters
+    ----------
+    detections : pandas.DataFrame
+        Candidates on the injected cutouts, post-processed without the cut
+        (``detection_snr`` column).
+    injected, galaxies, threshold, fwhm_px_by_objid
+        As in :func:`selection_function`.
+    min_snr : float
+        The cut, ``detection_snr >= min_snr``.
+    with_cut : pandas.DataFrame, optional
+        The flux-ratio table of the selection function with the cut, if
+        already computed.
+
+    Returns
+    -------
+    dict
+        ``min_snr``, ``threshold`` and ``flux_ratio``: one record per bin
+        with ``log_flux_ratio_lo/hi``, ``n_injected``, ``completeness_without_cut``,
+        ``completeness_with_cut`` and ``completeness_lost`` (their difference).
+    """
+    common = {"threshold": threshold, "fwhm_px_by_objid": fwhm_px_by_objid}
+    without = selection_function(detections, injected, galaxies, **common)["flux_ratio"]
+    if with_cut is None:
+        kept = _above_snr(detections, min_snr)
+        with_cut = selection_function(kept, injected, galaxies, **common)["flux_ratio"]
+    rows = []
+    for (_, a), (_, b) in zip(without.iterrows(), with_cut.iterrows(), strict=True):
+        rows.append(
+            {
+                "log_flux_ratio_lo": float(a["log_flux_ratio_lo"]),
+                "log_flux_ratio_hi": float(a["log_flux_ratio_hi"]),
+                "n_injected": int(a["n_injected"]),
+                "completeness_without_cut": a["completeness"],
+                "completeness_with_cut": b["completeness"],
+                "completeness_lost": a["completeness"] - b["completeness"],
+            }
+        )
+    return {"min_snr": float(min_snr), "threshold": float(threshold), "flux_ratio": rows}
+
+
 # --------------------------------------------------------------------------
 # The whole evaluation
 # --------------------------------------------------------------------------
@@ -499,6 +560,7 @@ def evaluate_run(
     score_threshold: float = SCORE_THRESHOLD,
     pixel_scale: float = SDSS_PIXEL_SCALE,
     metrics_path: str | Path | None = None,
+    min_snr: float | None = None,
 ) -> dict:
     """Evaluate the model (and the baseline) and write every table.
 
@@ -536,6 +598,11 @@ def evaluate_run(
         table has ``fwhm_r_px``.
     metrics_path : str or Path, optional
         Where to write ``metrics.json`` (default ``out_dir/metrics.json``).
+    min_snr : float, optional
+        The catalogue's detection S/N cut (``postprocess.min_snr``). The
+        injected sample is post-processed without it; here it is applied
+        to ``injected_clumps`` (their ``detection_snr``) for the selection
+        function, and :func:`snr_cut_cost` reports what it costs.
 
     Returns
     -------
@@ -667,9 +734,20 @@ def evaluate_run(
 
     if injected_truth is not None and injected_clumps is not None:
         inj_fwhm = dict(fwhm)
+        kept = _above_snr(injected_clumps, min_snr)
         sel = selection_function(
-            injected_clumps, injected_truth, galaxies, threshold=headline_threshold, fwhm_px_by_objid=inj_fwhm
+            kept, injected_truth, galaxies, threshold=headline_threshold, fwhm_px_by_objid=inj_fwhm
         )
+        if min_snr is not None and "detection_snr" in injected_clumps.columns:
+            metrics["snr_cut_cost"] = snr_cut_cost(
+                injected_clumps,
+                injected_truth,
+                galaxies,
+                min_snr,
+                threshold=headline_threshold,
+                fwhm_px_by_objid=inj_fwhm,
+                with_cut=sel["flux_ratio"],
+            )
         metrics["selection_function"] = {}
         for key, table in sel.items():
             write_table(table, out_dir / f"selection_{key}.parquet")
@@ -769,6 +847,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         default=SDSS_PIXEL_SCALE,
         help="arcsec per cutout pixel, used only when no table has fwhm_r_px (default 0.396)",
     )
+    parser.add_argument(
+        "--min-snr",
+        type=float,
+        help="the catalogue's detection S/N cut (postprocess.min_snr): applied to the injected "
+        "candidates (post-processed without it) and its cost reported as snr_cut_cost",
+    )
 
 
 def _read_many(specs) -> pd.DataFrame:
@@ -825,5 +909,6 @@ def run(args: argparse.Namespace) -> int:
         score_threshold=args.score_threshold,
         pixel_scale=args.pixel_scale,
         metrics_path=args.metrics,
+        min_snr=args.min_snr,
     )
     return 0

@@ -86,6 +86,14 @@ from clumpcat.photometry.aperture_correction import (
 from clumpcat.photometry.extinction import EBV_SOURCES, clump_ebv, extinction_mags, resolve_ebv_source
 from clumpcat.survey.cutouts import Cutout, read_cutout
 from clumpcat.survey.galaxies import read_galaxies
+from clumpcat.survey.hostsegment import host_galaxy_mask
+from clumpcat.survey.segments import (
+    DEFAULT_NSIGMA,
+    SegmentSet,
+    add_segments_option,
+    read_segments,
+    segment_shard,
+)
 from clumpcat.tables import ColumnDoc, read_table, write_table
 
 __all__ = [
@@ -664,9 +672,7 @@ def _host_mask_for(cutout: Cutout, host_mask_fn: Callable | None) -> np.ndarray 
 
 
 def _default_host_mask_fn() -> Callable:
-    from clumpcat.postprocess.hostmask import host_galaxy_mask
-
-    return host_galaxy_mask
+    return lambda image, fwhm: host_galaxy_mask(image, fwhm, nsigma=DEFAULT_NSIGMA)
 
 
 def measure_galaxy(
@@ -863,6 +869,7 @@ def photometry_shard(
     sfd_dir: str | Path | None = None,
     host_mask_fn: Callable | None | str = "default",
     galaxies_name: str = "galaxy table",
+    segments: SegmentSet | None = None,
 ) -> tuple[pd.DataFrame, list[LedgerEntry]]:
     """Measure the clumps of a shard's galaxies, one cutout read per galaxy.
 
@@ -887,9 +894,15 @@ def photometry_shard(
         SFD map folder.
     host_mask_fn : callable, None or 'default'
         ``f(image_r, fwhm_r_px) -> bool mask``; ``'default'`` uses
-        :func:`clumpcat.postprocess.hostmask.host_galaxy_mask`, None disables host masking.
+        :func:`clumpcat.survey.hostsegment.host_galaxy_mask` with the
+        configured default threshold, None disables host masking. Not used
+        when ``segments`` is given.
     galaxies_name : str
         Name of the galaxy table in messages.
+    segments : SegmentSet, optional
+        The shard's stored host segments (``clumpcat segment``): the host
+        mask of each galaxy, the one post-processing used; a galaxy without
+        one fails with the reason.
 
     Returns
     -------
@@ -923,7 +936,10 @@ def photometry_shard(
         path = objid_path(cutout_dir, objid, ".fits")
         try:
             cutout = read_cutout(path, bands=bands)
-            mask = _host_mask_for(cutout, host_mask_fn)
+            if segments is not None and host_mask_fn is not None:
+                mask = segments.mask_for(cutout)
+            else:
+                mask = _host_mask_for(cutout, host_mask_fn)
             parts.append(
                 measure_galaxy(cutout, groups[objid], bands=bands, host_mask=mask, settings=settings)
             )
@@ -1005,6 +1021,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-host-mask", action="store_true", help="do not mask the area outside the host galaxy"
     )
+    add_segments_option(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -1025,6 +1042,13 @@ def run(args: argparse.Namespace) -> int:
     objids = pending(galaxies["objid"], upstream)
     if not Path(args.cutouts).is_dir():
         raise InputError(f"--cutouts {args.cutouts}: no such folder")
+    if args.segments and not args.no_host_mask:
+        segments = read_segments(args.segments)
+    elif not args.no_host_mask:  # the same definition as the segment stage's, at the galaxy's RA/Dec
+        with_clumps = galaxies[galaxies["objid"].astype(str).isin(set(clumps.get("objid", [])))]
+        segments = segment_shard(with_clumps, args.cutouts, status=upstream)
+    else:
+        segments = None
     phot, failures = photometry_shard(
         galaxies,
         clumps,
@@ -1036,6 +1060,7 @@ def run(args: argparse.Namespace) -> int:
         sfd_dir=args.sfd_dir,
         host_mask_fn=None if args.no_host_mask else "default",
         galaxies_name=str(args.galaxies),
+        segments=segments,
     )
     write_table(
         phot,

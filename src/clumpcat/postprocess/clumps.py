@@ -9,7 +9,12 @@ Three steps, in the paper's order, per galaxy:
    one at the centroid of their centres; ``odd`` wins the label and the
    score is the maximum (Section 4.3.2).
 3. Candidates whose centre lies outside the host galaxy's r-band segment
-   are removed (Section 4.3.2, :mod:`clumpcat.postprocess.hostmask`).
+   are removed (Section 4.3.2). The segment is the galaxy's stored one
+   (``clumpcat segment``, :mod:`clumpcat.survey.segments`), the same that
+   photometry, injection and the baseline use.
+4. Each remaining candidate's own detection S/N is measured in the rendered
+   bands (:mod:`clumpcat.postprocess.significance`); candidates below
+   ``min_snr`` are dropped (empty sky under a bright sky, DESIGN.md).
 
 Everything here is in the *cutout* frame (FITS pixels, 0-based): the detect
 stage maps its rendered-frame boxes to the cutout frame before writing
@@ -44,26 +49,36 @@ from __future__ import annotations
 
 import argparse
 import logging
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from astropy.io.fits.verify import VerifyWarning
 
 from clumpcat.candidates import LINKAGES, MergedCandidates, merge_within_fwhm, nms_across_labels
-from clumpcat.constants import HOST_MASK_NSIGMA, LABEL_IDS, LABELS, MERGE_FWHM, NMS_IOU
+from clumpcat.constants import LABEL_IDS, LABELS, MERGE_FWHM, NMS_IOU
 from clumpcat.errors import CutoutError, InputError
 from clumpcat.ledger import LedgerEntry, pending, read_status, write_status
 from clumpcat.logs import progress
 from clumpcat.paths import objid_path
-from clumpcat.postprocess.hostmask import in_mask, segment_host
-from clumpcat.survey.cutouts import Cutout, read_cutout
+from clumpcat.postprocess.hostmask import in_mask
+from clumpcat.postprocess.significance import SNR_BANDS, candidate_snr
+from clumpcat.settings import PostprocessSettings
+from clumpcat.survey.cutouts import Cutout
+from clumpcat.survey.galaxies import read_galaxies
+from clumpcat.survey.segments import (
+    DEFAULT_NSIGMA,
+    GalaxySegment,
+    SegmentSet,
+    add_segments_option,
+    read_cutout_checked,
+    read_segments,
+    segment_galaxy,
+)
 from clumpcat.tables import ColumnDoc, read_table, write_table
 
 __all__ = [
     "DEFAULT_SCORE_FLOOR",
-    "HOST_MAX_OFFSET_FWHM",
+    "DEFAULT_MIN_SNR",
     "HOST_MASK_MODES",
     "LINKAGES",
     "DETECTION_COLUMNS",
@@ -84,10 +99,8 @@ log = logging.getLogger(__name__)
 #: Candidates below this score are dropped before NMS; low, so that users
 #: can threshold later (issue 3, item 4). The paper's threshold was 0.3.
 DEFAULT_SCORE_FLOOR = 0.05
-#: If the galaxy's centre pixel is not segmented, the nearest segment within
-#: this many r-band FWHM is taken as the host (guards against picking a
-#: background source on a blank image).
-HOST_MAX_OFFSET_FWHM = 5.0
+#: The configured default of ``postprocess.min_snr`` (chosen by measurement, settings.py).
+DEFAULT_MIN_SNR: float = PostprocessSettings().min_snr
 #: What to do with candidates outside the host segment.
 HOST_MASK_MODES = ("drop", "flag", "off")
 
@@ -111,6 +124,11 @@ CLUMP_COLUMNS: dict[str, ColumnDoc] = {
     "n_merged": ("", "Number of candidates (after NMS) merged into this one"),
     "score_min": ("", "Lowest score among the merged candidates (= score when n_merged is 1)"),
     "in_host": ("", "Centre on the host galaxy's r-band segment (True for every row when the mask is off)"),
+    **{
+        f"snr_{b}": ("", f"{b}-band S/N of the aperture flux (1.125 x FWHM) above the annulus median")
+        for b in SNR_BANDS
+    },
+    "detection_snr": ("", "Detection S/N: per-band S/N of the rendered bands, positive parts in quadrature"),
 }
 
 _FLOAT_COLUMNS = (
@@ -125,6 +143,8 @@ _FLOAT_COLUMNS = (
     "score",
     "fwhm_r_px",
     "score_min",
+    *(f"snr_{b}" for b in SNR_BANDS),
+    "detection_snr",
 )
 
 
@@ -139,7 +159,7 @@ def apply_host_mask(x: np.ndarray, y: np.ndarray, host_mask: np.ndarray) -> np.n
     x, y : array_like
         Candidate centres in the cutout frame (pixels, 0-based).
     host_mask : ndarray of bool
-        Host segment from :func:`clumpcat.postprocess.hostmask.host_galaxy_mask`,
+        Host segment (:mod:`clumpcat.survey.segments`),
         cutout frame ``[y, x]``.
 
     Returns
@@ -175,9 +195,11 @@ def _labels_as_text(values: pd.Series, source: str) -> np.ndarray:
     return text.to_numpy(dtype=object)
 
 
-def _check_options(score_floor, nms_iou, merge_fwhm, host_mask, linkage) -> None:
+def _check_options(score_floor, nms_iou, merge_fwhm, host_mask, linkage, min_snr=0.0) -> None:
     """Raise one InputError (a ValueError) naming every bad option."""
     problems = []
+    if not (np.isfinite(min_snr) and min_snr >= 0.0):
+        problems.append(f"min_snr must be >= 0, got {min_snr!r}")
     if not np.isfinite(score_floor):
         problems.append(f"score_floor must be finite, got {score_floor!r}")
     if not 0.0 <= nms_iou <= 1.0:
@@ -209,9 +231,9 @@ def postprocess_galaxy(
     merge_fwhm: float = MERGE_FWHM,
     host_mask: str = "drop",
     linkage: str = "seed",
-    centre: tuple[float, float] | None = None,
+    segment: GalaxySegment | None = None,
     band: str = "r",
-    host_nsigma: float = HOST_MASK_NSIGMA,
+    min_snr: float = DEFAULT_MIN_SNR,
 ) -> pd.DataFrame:
     """Post-process one galaxy's raw detections (Section 4.3).
 
@@ -239,11 +261,14 @@ def postprocess_galaxy(
         ``in_host`` True for all.
     linkage : {'seed', 'components'}
         Chain handling of the merge, see :func:`merge_within_fwhm`.
-    centre : tuple of float, optional
-        ``(x, y)`` of the galaxy in the cutout frame, where the host segment
-        is looked for. Default: the cutout's centre.
+    segment : GalaxySegment, optional
+        The galaxy's stored host segment (``clumpcat segment``). Default:
+        segmented here at the cutout centre with the default settings.
     band : str
-        Band whose image and FWHM define the host mask and merge radius.
+        Band whose PSF FWHM is the merge radius.
+    min_snr : float
+        Drop candidates whose ``detection_snr`` is below this (0 keeps
+        all; a NaN S/N, no measurable background, is kept).
 
     Returns
     -------
@@ -253,7 +278,7 @@ def postprocess_galaxy(
         centre of the box), ``ra``, ``dec`` (deg, ICRS, through the cutout's
         WCS), ``box_x0``, ``box_y0``, ``box_x1``, ``box_y1`` (cutout frame),
         ``score``, ``label``, ``fwhm_r_px``, ``n_merged``, ``score_min``,
-        ``in_host``.
+        ``in_host``, ``snr_g``, ``snr_r``, ``snr_i``, ``detection_snr``.
 
     Raises
     ------
@@ -269,7 +294,7 @@ def postprocess_galaxy(
     If no host segment is found, every candidate is outside the host: with
     ``drop`` the galaxy has no clumps (logged as a warning).
     """
-    _check_options(score_floor, nms_iou, merge_fwhm, host_mask, linkage)
+    _check_options(score_floor, nms_iou, merge_fwhm, host_mask, linkage, min_snr)
     _check_detections(detections, "detections")
     if band not in cutout.images:
         raise CutoutError(f"{cutout.objid}.fits", f"no {band.upper()} band for the host mask and FWHM")
@@ -300,17 +325,20 @@ def postprocess_galaxy(
     if host_mask == "off":
         in_host = np.ones(merged.x.size, dtype=bool)
     else:
-        host = segment_host(
-            cutout.images[band],
-            fwhm,
-            nsigma=host_nsigma,
-            centre=centre,
-            max_offset_px=HOST_MAX_OFFSET_FWHM * fwhm,
-        )
-        if not host.found:
-            log.warning("%s: no host-galaxy segment found in the %s band", cutout.objid, band)
-        in_host = apply_host_mask(merged.x, merged.y, host.mask)
-    keep_rows = in_host if host_mask == "drop" else np.ones(in_host.size, dtype=bool)
+        if segment is None:
+            segment = segment_galaxy(cutout)
+        if segment.mask.shape != tuple(cutout.shape):
+            raise CutoutError(f"{cutout.objid}.fits", "stored host segment differs in shape from the cutout")
+        in_host = apply_host_mask(merged.x, merged.y, segment.mask)
+    keep_rows = in_host.copy() if host_mask == "drop" else np.ones(in_host.size, dtype=bool)
+    if not keep_rows.any():
+        return empty_clumps()
+    snr = candidate_snr(cutout, merged.x[keep_rows], merged.y[keep_rows])
+    significant = ~(snr["detection_snr"] < min_snr)  # NaN (not measurable) is kept
+    if not significant.all():
+        log.debug("%s: %d candidate(s) below S/N %s dropped", cutout.objid, (~significant).sum(), min_snr)
+    snr = {k: v[significant] for k, v in snr.items()}
+    keep_rows[np.flatnonzero(keep_rows)[~significant]] = False
     if not keep_rows.any():
         return empty_clumps()
 
@@ -335,6 +363,7 @@ def postprocess_galaxy(
             "n_merged": merged.n_merged[keep_rows].astype(np.int64),
             "score_min": merged.score_min[keep_rows],
             "in_host": in_host[keep_rows].astype(bool),
+            **snr,
         },
         columns=list(CLUMP_COLUMNS),
     )
@@ -373,7 +402,9 @@ def postprocess_shard(
     merge_fwhm: float = MERGE_FWHM,
     host_mask: str = "drop",
     linkage: str = "seed",
-    host_nsigma: float = HOST_MASK_NSIGMA,
+    host_nsigma: float = DEFAULT_NSIGMA,
+    min_snr: float = DEFAULT_MIN_SNR,
+    segments: SegmentSet | None = None,
 ) -> tuple[pd.DataFrame, list[LedgerEntry]]:
     """Post-process every galaxy of a shard; a bad galaxy never stops the shard.
 
@@ -390,8 +421,15 @@ def postprocess_shard(
     status : pandas.DataFrame, optional
         The detect stage's status table; only its ``ok`` galaxies are
         processed. Default: every galaxy.
-    score_floor, nms_iou, merge_fwhm, host_mask, linkage
+    score_floor, nms_iou, merge_fwhm, host_mask, linkage, min_snr
         As in :func:`postprocess_galaxy`.
+    host_nsigma : float
+        Threshold of the host segment when ``segments`` is not given.
+    segments : SegmentSet, optional
+        The shard's stored host segments (``clumpcat segment``). A galaxy
+        whose segment failed is failed here with that reason. Default: each
+        cutout is segmented here at the galaxy's ``ra``, ``dec`` with
+        ``host_nsigma``, as the segment stage does.
 
     Returns
     -------
@@ -402,8 +440,7 @@ def postprocess_shard(
         One ``failed`` entry (stage ``postprocess``) per galaxy whose cutout
         could not be read or processed, with the reason. A galaxy without
         candidates is ``ok`` with no rows (the catalogue calls it
-        ``no_clumps``); its cutout is not read. Each cutout is read once,
-        r band only.
+        ``no_clumps``); its cutout is not read. Each cutout is read once.
 
     Raises
     ------
@@ -412,7 +449,7 @@ def postprocess_shard(
         labels, or an option is out of range; raised before any galaxy is
         processed.
     """
-    _check_options(score_floor, nms_iou, merge_fwhm, host_mask, linkage)
+    _check_options(score_floor, nms_iou, merge_fwhm, host_mask, linkage, min_snr)
     _check_detections(detections, "detections table")
     objids = galaxies["objid"].astype(str).tolist()
     todo = set(pending(objids, status))
@@ -429,11 +466,25 @@ def postprocess_shard(
     pieces, failures = [], []
     for objid in progress([o for o in objids if o in todo], desc="postprocess"):
         rows = by_galaxy.get(objid)
+        if segments is not None and host_mask != "off" and objid in segments.failures:
+            reason = f"no host segment: {segments.failures[objid]}"
+            log.warning("%s: %s", objid, reason)
+            failures.append(LedgerEntry(objid, "failed", "postprocess", reason))
+            continue
         if rows is None or rows.empty:
             continue  # no candidates: ok, nothing to read
         try:
-            cutout = _read_cutout_r(objid_path(cutout_dir, objid, ".fits"))
-            centre = _galaxy_centre(cutout, float(coords.at[objid, "ra"]), float(coords.at[objid, "dec"]))
+            cutout = read_cutout_checked(objid_path(cutout_dir, objid, ".fits"))
+            if "r" not in cutout.images:
+                raise CutoutError(f"{objid}.fits", "missing band(s) R")
+            segment = None
+            if host_mask == "off":
+                pass
+            elif segments is not None:
+                segment = segments.get(objid)
+            else:
+                ra, dec = float(coords.at[objid, "ra"]), float(coords.at[objid, "dec"])
+                segment = segment_galaxy(cutout, ra, dec, nsigma=host_nsigma)
             clumps = postprocess_galaxy(
                 rows,
                 cutout,
@@ -442,8 +493,8 @@ def postprocess_shard(
                 merge_fwhm=merge_fwhm,
                 host_mask=host_mask,
                 linkage=linkage,
-                centre=centre,
-                host_nsigma=host_nsigma,
+                segment=segment,
+                min_snr=min_snr,
             )
         except CutoutError as exc:
             log.warning("%s: %s", objid, exc)
@@ -458,35 +509,6 @@ def postprocess_shard(
             pieces.append(clumps)
     clumps = pd.concat(pieces, ignore_index=True) if pieces else empty_clumps()
     return _typed(clumps), failures
-
-
-def _read_cutout_r(path: Path) -> Cutout:
-    """Read a cutout's r band, treating astropy's verification warnings as corruption.
-
-    astropy only warns about a truncated FITS file and returns the HDUs it
-    could read; here that becomes a CutoutError, so the ledger says why.
-    """
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", VerifyWarning)
-        try:
-            return read_cutout(path, bands=("r",))
-        except VerifyWarning as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise CutoutError(path, f"unreadable or truncated FITS ({first})") from exc
-
-
-def _galaxy_centre(cutout: Cutout, ra: float, dec: float) -> tuple[float, float] | None:
-    """Pixel position (cutout frame) of the galaxy, or None if off the cutout."""
-    if not (np.isfinite(ra) and np.isfinite(dec)):
-        return None
-    try:
-        px, py = cutout.wcs.world_to_pixel_values(ra, dec)
-    except Exception:  # a WCS that cannot invert: use the image centre
-        return None
-    ny, nx = cutout.shape
-    if not (np.isfinite(px) and np.isfinite(py) and -0.5 <= px < nx - 0.5 and -0.5 <= py < ny - 0.5):
-        return None
-    return float(px), float(py)
 
 
 # --------------------------------------------------------------------------- CLI
@@ -505,52 +527,28 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--status-out", required=True, help="this stage's status table (Parquet)")
     parser.add_argument("--out", required=True, help="clumps table to write (Parquet)")
     parser.add_argument(
-        "--nms-iou",
-        type=float,
-        default=NMS_IOU,
-        help="IoU threshold of the NMS (default %(default)s, Section 4.3.1)",
-    )
-    parser.add_argument(
-        "--merge-fwhm",
-        type=float,
-        default=MERGE_FWHM,
-        help="merge candidates within this many r-band FWHM (default %(default)s, Section 4.3.2)",
-    )
-    parser.add_argument(
         "--score-floor",
         type=float,
         default=DEFAULT_SCORE_FLOOR,
-        help="drop candidates scoring below this before NMS (default %(default)s)",
+        help="drop candidates scoring below this before NMS (detect.score_floor; default %(default)s)",
     )
+    PostprocessSettings.add_options(parser)
+    add_segments_option(parser)
     parser.add_argument(
-        "--linkage",
-        choices=LINKAGES,
-        default="seed",
-        help="how chains of close candidates merge (default %(default)s)",
-    )
-    parser.add_argument(
-        "--host-nsigma",
-        type=float,
-        default=HOST_MASK_NSIGMA,
-        help="host segment threshold in background RMS of the r image (Section 4.3.2: %(default)s)",
-    )
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument(
-        "--no-host-mask", action="store_true", help="keep candidates outside the host galaxy's segment"
-    )
-    group.add_argument(
         "--flag-outside-host",
         action="store_true",
-        help="keep candidates outside the host galaxy, with in_host False",
+        help="keep candidates outside the host galaxy, with in_host False (needs the host mask on)",
     )
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``clumpcat postprocess``; returns the exit status."""
-    from clumpcat.survey.galaxies import read_galaxies
-
-    mode = "off" if args.no_host_mask else ("flag" if args.flag_outside_host else "drop")
-    _check_options(args.score_floor, args.nms_iou, args.merge_fwhm, mode, args.linkage)
+    cfg = PostprocessSettings.from_args(args)
+    if args.flag_outside_host and not cfg.host_mask:
+        raise InputError("--flag-outside-host needs the host mask: drop --no-host-mask")
+    mode = "off" if not cfg.host_mask else ("flag" if args.flag_outside_host else "drop")
+    _check_options(args.score_floor, cfg.nms_iou, cfg.merge_fwhm, mode, cfg.linkage, cfg.min_snr)
+    segments = read_segments(args.segments) if args.segments and mode != "off" else None
     galaxies = read_galaxies(args.galaxies)
     detections = read_table(args.detections)
     status = read_status(args.status_in)
@@ -560,11 +558,13 @@ def run(args: argparse.Namespace) -> int:
         args.cutouts,
         status=status,
         score_floor=args.score_floor,
-        nms_iou=args.nms_iou,
-        merge_fwhm=args.merge_fwhm,
+        nms_iou=cfg.nms_iou,
+        merge_fwhm=cfg.merge_fwhm,
         host_mask=mode,
-        linkage=args.linkage,
-        host_nsigma=args.host_nsigma,
+        linkage=cfg.linkage,
+        host_nsigma=cfg.host_nsigma,
+        min_snr=cfg.min_snr,
+        segments=segments,
     )
     write_table(
         clumps,
@@ -574,11 +574,13 @@ def run(args: argparse.Namespace) -> int:
             "stage": "postprocess",
             "frame": "cutout",
             "score_floor": repr(args.score_floor),
-            "nms_iou": repr(args.nms_iou),
-            "merge_fwhm": repr(args.merge_fwhm),
-            "linkage": args.linkage,
+            "nms_iou": repr(cfg.nms_iou),
+            "merge_fwhm": repr(cfg.merge_fwhm),
+            "linkage": cfg.linkage,
             "host_mask": mode,
-            "host_nsigma": repr(args.host_nsigma),
+            "host_nsigma": repr(segments.settings["nsigma"] if segments else cfg.host_nsigma),
+            "host_segments": str(args.segments) if segments else "computed here",
+            "min_snr": repr(cfg.min_snr),
         },
     )
     write_status(args.status_out, galaxies["objid"].astype(str), failures, upstream=status)

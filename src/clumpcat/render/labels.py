@@ -8,8 +8,8 @@ with the class name ``label`` ('normal' or 'odd') and its id ``label_id``
 Clump Scout label boxes are squares of side ``LABEL_BOX_FWHM`` = 2.5 times the
 r-band PSF FWHM of the image (DESIGN.md); :func:`truth_boxes` draws the same
 boxes around injected sources so that synthetic and real labels look alike.
-Training crops the central square of half the side (Section 4.2):
-:func:`crop_boxes` moves boxes into that crop.
+Training crops the central square of half the side (Section 4.2); the
+crop and its boxes are made by :class:`clumpcat.detection.data.CropDataset`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from clumpcat.constants import CROP_SIZE, LABEL_BOX_FWHM, LABEL_IDS, LABELS, RENDER_SIZE
+from clumpcat.constants import LABEL_BOX_FWHM, LABEL_IDS, LABELS
 from clumpcat.errors import InputError
 from clumpcat.geometry import RenderGeometry, boxes_around
 from clumpcat.tables import ColumnDoc, read_table
@@ -32,8 +32,6 @@ __all__ = [
     "truth_boxes",
     "read_clump_scout_labels",
     "validate_clump_scout_labels",
-    "crop_boxes",
-    "crop_box_array",
 ]
 
 log = logging.getLogger(__name__)
@@ -257,59 +255,3 @@ def read_clump_scout_labels(path: str | Path) -> pd.DataFrame:
         If the file cannot be read or breaks a check, naming file and rows.
     """
     return validate_clump_scout_labels(read_table(path), source=str(path))
-
-
-def crop_box_array(
-    boxes: np.ndarray, crop: int = CROP_SIZE, size: int = RENDER_SIZE
-) -> tuple[np.ndarray, np.ndarray]:
-    """Move XYXY boxes into the central ``crop`` x ``crop`` square (Section 4.2).
-
-    Parameters
-    ----------
-    boxes : ndarray, shape (N, 4)
-        Rendered-frame boxes, edge coordinates.
-    crop : int
-        Side of the central crop (Section 4.2: half the image, 200).
-    size : int
-        Side of the rendered image (400).
-
-    Returns
-    -------
-    boxes : ndarray, shape (M, 4)
-        Kept boxes in crop coordinates, clipped to ``[0, crop]``.
-    keep : ndarray of bool, shape (N,)
-        Which input boxes were kept: those whose centre lies inside the crop.
-    """
-    if not 0 < crop <= size:
-        raise ValueError(f"crop must be in (0, {size}], got {crop}")
-    b = np.asarray(boxes, dtype=float).reshape(-1, 4) - (size - crop) / 2
-    cx = (b[:, 0] + b[:, 2]) / 2
-    cy = (b[:, 1] + b[:, 3]) / 2
-    keep = (cx >= 0) & (cx < crop) & (cy >= 0) & (cy < crop)
-    return np.clip(b[keep], 0.0, float(crop)), keep
-
-
-def crop_boxes(boxes: pd.DataFrame, crop: int = CROP_SIZE, size: int = RENDER_SIZE) -> pd.DataFrame:
-    """Label boxes moved into the central training crop (Section 4.2).
-
-    Parameters
-    ----------
-    boxes : DataFrame
-        With ``box_x0``, ``box_y0``, ``box_x1``, ``box_y1`` in the rendered
-        frame; other columns are carried along.
-    crop, size : int
-        See :func:`crop_box_array`.
-
-    Returns
-    -------
-    DataFrame
-        The boxes whose centre falls inside the crop, shifted by
-        ``(size - crop) / 2`` and clipped to ``[0, crop]``; index reset.
-    """
-    missing = [c for c in BOX_COLUMNS if c not in boxes.columns]
-    if missing:
-        raise InputError(f"box table: missing column(s) {', '.join(missing)}")
-    cropped, keep = crop_box_array(boxes[list(BOX_COLUMNS)].to_numpy(dtype=float), crop, size)
-    out = boxes[keep].reset_index(drop=True).copy()
-    out[list(BOX_COLUMNS)] = cropped
-    return out

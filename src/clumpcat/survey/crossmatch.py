@@ -6,6 +6,13 @@ within the radius, and drop the galaxies an earlier run already processed
 (present in its ledger, status tables or catalogue). The result is a galaxy
 table for ``survey=hsc``: fetched and processed with the model out of the box,
 it yields an HSC catalogue beside the SDSS one.
+
+Each HSC run's catalogue stage rewrites ``ledger.parquet`` with that run's
+galaxies only, so the galaxies of runs before the last one would be forgotten.
+A history table (``objid``, ``status``) therefore keeps every galaxy any
+earlier ledger named: each cross-match reads it with the ledgers, and writes
+it back with the ledgers' galaxies added (the new matches join it once their
+run's ledger names them).
 """
 
 from __future__ import annotations
@@ -24,7 +31,15 @@ from clumpcat.errors import InputError
 from clumpcat.survey.galaxies import GALAXY_COLUMNS, read_galaxies, validate_galaxies
 from clumpcat.tables import read_table, write_table
 
-__all__ = ["MATCH_COLUMNS", "crossmatch_hsc", "processed_objids", "configure_parser", "run"]
+__all__ = [
+    "MATCH_COLUMNS",
+    "HISTORY_COLUMNS",
+    "crossmatch_hsc",
+    "processed_table",
+    "processed_objids",
+    "configure_parser",
+    "run",
+]
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +51,50 @@ MATCH_COLUMNS = {
     "hsc_sep_arcsec": ("arcsec", "Separation between the galaxy and its HSC match"),
     "hsc_n_matches": ("", "HSC objects within the match radius"),
 }
+
+
+#: Columns of the cross-match history table.
+HISTORY_COLUMNS = {
+    "objid": ("", "Galaxy named by an earlier run's ledger, status table or catalogue"),
+    "status": ("", "Its last known status (ok, no_clumps, failed; empty for a catalogue)"),
+}
+
+
+def processed_table(paths: Iterable[str | Path]) -> pd.DataFrame:
+    """Galaxies named in earlier ledgers, status tables, catalogues or histories.
+
+    Parameters
+    ----------
+    paths : iterable of str or Path
+        Tables with an ``objid`` column (and ``status`` where known).
+        Missing files are skipped (a first run has no ledger yet).
+
+    Returns
+    -------
+    DataFrame
+        ``objid`` and ``status`` (empty where the table has none), one row
+        per galaxy; a later table's status wins.
+
+    Raises
+    ------
+    InputError
+        If a table has no ``objid`` column.
+    """
+    parts = []
+    for path in paths:
+        path = Path(path)
+        if not path.exists():
+            log.info("no earlier table at %s; nothing processed there", path)
+            continue
+        table = read_table(path)
+        if "objid" not in table.columns:
+            raise InputError(f"{path}: no 'objid' column; give a ledger, status table or catalogue")
+        status = table["status"].astype(str) if "status" in table.columns else ""
+        parts.append(pd.DataFrame({"objid": table["objid"].astype(str), "status": status}))
+    if not parts:
+        return pd.DataFrame({"objid": pd.Series(dtype=str), "status": pd.Series(dtype=str)})
+    out = pd.concat(parts, ignore_index=True).drop_duplicates("objid", keep="last")
+    return out.reset_index(drop=True)
 
 
 def processed_objids(paths: Iterable[str | Path], retry_failed: bool = False) -> set[str]:
@@ -54,19 +113,10 @@ def processed_objids(paths: Iterable[str | Path], retry_failed: bool = False) ->
     InputError
         If a table has no ``objid`` column.
     """
-    seen: set[str] = set()
-    for path in paths:
-        path = Path(path)
-        if not path.exists():
-            log.info("no earlier table at %s; nothing processed there", path)
-            continue
-        table = read_table(path)
-        if "objid" not in table.columns:
-            raise InputError(f"{path}: no 'objid' column; give a ledger, status table or catalogue")
-        if retry_failed and "status" in table.columns:
-            table = table[table["status"].astype(str) != "failed"]
-        seen.update(table["objid"].astype(str))
-    return seen
+    table = processed_table(paths)
+    if retry_failed:
+        table = table[table["status"] != "failed"]
+    return set(table["objid"])
 
 
 def crossmatch_hsc(
@@ -171,6 +221,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="earlier ledgers, status tables or catalogues; their galaxies are left out (missing files are skipped)",
     )
     parser.add_argument(
+        "--history",
+        metavar="PARQUET",
+        help="cross-match history: read as one more processed table, then rewritten with the galaxies "
+        "of every --processed table added (keeps galaxies whose ledger a later run overwrote)",
+    )
+    parser.add_argument(
         "--retry-failed", action="store_true", help="treat galaxies that failed earlier as new"
     )
     parser.add_argument(
@@ -188,7 +244,8 @@ def run(args) -> int:
     """Entry point of ``clumpcat crossmatch``."""
     galaxies = read_galaxies(args.galaxies)
     hsc = read_table(args.hsc_objects)
-    processed = processed_objids(args.processed, retry_failed=args.retry_failed)
+    tables = ([args.history] if args.history else []) + list(args.processed)
+    processed = processed_objids(tables, retry_failed=args.retry_failed)
     matched = crossmatch_hsc(
         galaxies,
         hsc,
@@ -203,6 +260,8 @@ def run(args) -> int:
         matched = validate_galaxies(matched, source=str(args.out))
     docs = {**GALAXY_COLUMNS, **MATCH_COLUMNS}
     write_table(matched, args.out, docs, table_metadata={"radius_arcsec": str(args.radius_arcsec)})
+    if args.history:
+        write_table(processed_table(tables), args.history, HISTORY_COLUMNS)
     log.info(
         "%d galaxies with a new HSC match within %.2f arcsec -> %s",
         len(matched),

@@ -5,7 +5,9 @@ letter, pixels in nanomaggies (``BUNIT = 'nanomaggy'``), a celestial WCS and
 ``PSF_FWHM`` in arcsec; optional ``IVAR_<BAND>`` HDUs with the inverse
 variance in nanomaggy^-2; optional ``PSF_<BAND>`` HDUs with the band's PSF at
 the galaxy (odd side, the cutout's pixel grid, centred, unit sum; see
-:mod:`clumpcat.survey.psf`). Anyone can bring their own cutouts in this form.
+:mod:`clumpcat.survey.psf`); an optional ``NOISECOR`` keyword per band, the
+measured pixel scatter over the scatter the IVAR predicts (1 when absent).
+Anyone can bring their own cutouts in this form.
 """
 
 from __future__ import annotations
@@ -45,6 +47,11 @@ class Cutout:
     psf : dict of str to ndarray
         Band to the PSF image at the galaxy (odd side, unit sum; may be
         empty: the pipeline then falls back to an analytic profile).
+    noise_correction : dict of str to float
+        Band to the measured sky-pixel scatter over ``1 / sqrt(ivar)``
+        (header ``NOISECOR``; e.g. correlated noise of warped coadds). IVAR
+        is stored as the survey gives it; errors derived from it are to be
+        multiplied by this factor. Absent bands: 1 (:meth:`noise_factor`).
     """
 
     objid: str
@@ -53,6 +60,11 @@ class Cutout:
     psf_fwhm: dict[str, float]
     ivar: dict[str, np.ndarray] = field(default_factory=dict)
     psf: dict[str, np.ndarray] = field(default_factory=dict)
+    noise_correction: dict[str, float] = field(default_factory=dict)
+
+    def noise_factor(self, band: str) -> float:
+        """Factor to scale IVAR-based errors of ``band`` by (1 when not measured)."""
+        return float(self.noise_correction.get(band, 1.0))
 
     @property
     def bands(self) -> tuple[str, ...]:
@@ -99,6 +111,11 @@ def write_cutout(path: str | Path, cutout: Cutout) -> Path:
         hdu.header["BUNIT"] = "nanomaggy"
         hdu.header["PSF_FWHM"] = (float(cutout.psf_fwhm[band]), "[arcsec] PSF FWHM")
         hdu.header["FILTER"] = band
+        if band in cutout.noise_correction:
+            hdu.header["NOISECOR"] = (
+                float(cutout.noise_correction[band]),
+                "sky scatter / IVAR-predicted scatter",
+            )
         hdus.append(hdu)
     for band, ivar in cutout.ivar.items():
         hdu = fits.ImageHDU(np.asarray(ivar, dtype=np.float32), header=header, name=f"IVAR_{band.upper()}")
@@ -171,7 +188,7 @@ def read_cutout(path: str | Path, bands: tuple[str, ...] | None = None) -> Cutou
     missing = [b for b in wanted if b not in found]
     if missing:
         raise CutoutError(path, f"missing band(s) {', '.join(b.upper() for b in missing)}")
-    images, psf, wcs, shape = {}, {}, None, None
+    images, psf, noise, wcs, shape = {}, {}, {}, None, None
     for band in wanted:
         data, header = found[band]
         if data.ndim != 2:
@@ -196,6 +213,10 @@ def read_cutout(path: str | Path, bands: tuple[str, ...] | None = None) -> Cutou
             wcs = band_wcs.celestial
         images[band] = data
         psf[band] = fwhm
+        if "NOISECOR" in header:
+            noise[band] = float(header["NOISECOR"])
+            if not np.isfinite(noise[band]) or noise[band] <= 0:
+                raise CutoutError(path, f"band {band.upper()}: NOISECOR must be > 0, got {noise[band]}")
     ivars = {b: v for b, (v, _h) in ivar.items() if b in images and v.shape == shape}
     psf_images = {}
     for band, image in psfs.items():
@@ -205,4 +226,12 @@ def read_cutout(path: str | Path, bands: tuple[str, ...] | None = None) -> Cutou
             psf_images[band] = normalise_psf(image, what=f"PSF_{band.upper()}")
         except ValueError as exc:
             raise CutoutError(path, str(exc)) from exc
-    return Cutout(objid=path.stem, images=images, wcs=wcs, psf_fwhm=psf, ivar=ivars, psf=psf_images)
+    return Cutout(
+        objid=path.stem,
+        images=images,
+        wcs=wcs,
+        psf_fwhm=psf,
+        ivar=ivars,
+        psf=psf_images,
+        noise_correction=noise,
+    )

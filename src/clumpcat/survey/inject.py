@@ -23,22 +23,22 @@ from __future__ import annotations
 import argparse
 import hashlib
 import logging
-import warnings
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from astropy.stats import mad_std
 
 from clumpcat.constants import APERTURE_RADIUS_FWHM, SDSS_BANDS
-from clumpcat.errors import ClumpcatWarning, CutoutError, InputError
+from clumpcat.errors import CutoutError, InputError
 from clumpcat.ledger import LedgerEntry, write_status
 from clumpcat.logs import progress
 from clumpcat.paths import objid_path
-from clumpcat.postprocess.hostmask import host_galaxy_mask
 from clumpcat.survey.cutouts import Cutout, read_cutout, write_cutout
 from clumpcat.survey.galaxies import read_galaxies
 from clumpcat.survey.psf import encircled_energy
+from clumpcat.survey.segments import SegmentSet, add_segments_option, read_segments, segment_galaxy
 from clumpcat.survey.simulate import colours, observe
 from clumpcat.survey.simulate.sources import LOG_FLUX_RATIO_RANGE
 from clumpcat.survey.simulate.truth import DETECTION_SNR, TRUTH_COLUMNS, truth_frame
@@ -88,10 +88,8 @@ def _detection_band(cutout: Cutout) -> str:
 
 
 def _host_mask(cutout: Cutout) -> np.ndarray:
-    band = _detection_band(cutout)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ClumpcatWarning)
-        return host_galaxy_mask(cutout.images[band], cutout.fwhm_pixels(band))
+    """The host segment at the cutout centre, for callers without a stored segment."""
+    return segment_galaxy(cutout).mask
 
 
 def host_flux(cutout: Cutout, band: str | None = None, mask: np.ndarray | None = None) -> float:
@@ -163,7 +161,7 @@ def _variance(cutout: Cutout, band: str) -> np.ndarray:
         return var
     image = cutout.images[band]
     finite = image[np.isfinite(image)]
-    rms = 1.4826 * np.median(np.abs(finite - np.median(finite)))
+    rms = mad_std(finite)
     return np.full(image.shape, rms**2)
 
 
@@ -174,6 +172,7 @@ def inject_clumps(
     n: int,
     log_ratio_range: tuple[float, float] = LOG_FLUX_RATIO_RANGE,
     ebv: float = 0.0,
+    mask: np.ndarray | None = None,
 ) -> tuple[Cutout, pd.DataFrame]:
     """Add ``n`` synthetic point-like clumps to a cutout (Adams et al. 2022; App. F).
 
@@ -194,6 +193,9 @@ def inject_clumps(
     ebv : float
         E(B-V) at the galaxy: the clump's colours are reddened with the
         Schlafly & Finkbeiner (2011) R_b (App. E).
+    mask : ndarray of bool, optional
+        The galaxy's host segment (cutout frame), where the clumps go;
+        default: segmented here at the cutout centre.
 
     Returns
     -------
@@ -221,7 +223,7 @@ def inject_clumps(
         raise ValueError(f"inject_clumps({cutout.objid}): " + "; ".join(problems))
     images = {b: np.array(im, dtype=np.float64) for b, im in cutout.images.items()}
     scale = cutout.pixel_scale
-    sites = injection_sites(cutout, rng, n)
+    sites = injection_sites(cutout, rng, n, mask)
     rows = []
     if n:
         ra, dec = cutout.wcs.wcs_pix2world(sites[:, 0], sites[:, 1], 0)
@@ -287,6 +289,7 @@ def inject_survey(
     seed: int,
     per_galaxy: int = 3,
     log_ratio_range: tuple[float, float] = LOG_FLUX_RATIO_RANGE,
+    segments: SegmentSet | None = None,
 ) -> tuple[pd.DataFrame, list[LedgerEntry]]:
     """Inject clumps into every galaxy's cutout; a bad cutout is recorded, not fatal.
 
@@ -302,6 +305,10 @@ def inject_survey(
     per_galaxy : int
         Clumps per galaxy.
     log_ratio_range : tuple of float
+    segments : SegmentSet, optional
+        The input cutouts' stored host segments (``clumpcat segment``); a
+        galaxy without one is recorded as failed. Default: each cutout is
+        segmented here, at the galaxy's RA/Dec, with the default settings.
 
     Returns
     -------
@@ -315,13 +322,17 @@ def inject_survey(
         objid = str(row["objid"])
         try:
             cutout = read_cutout(objid_path(cutout_dir, objid, ".fits"))
+            if segments is not None:
+                mask = segments.mask_for(cutout)
+            else:
+                mask = segment_galaxy(cutout, float(row["ra"]), float(row["dec"])).mask
             band = _reference_band(cutout)
             flux = _host_flux_from_table(row, band)
             if flux is None:
-                flux = host_flux(cutout, band)
+                flux = host_flux(cutout, band, mask)
             ebv = float(row["ebv"]) if "ebv" in row.index and pd.notna(row["ebv"]) else 0.0
             injected, truth = inject_clumps(
-                cutout, flux, injection_rng(seed, objid), per_galaxy, log_ratio_range, ebv
+                cutout, flux, injection_rng(seed, objid), per_galaxy, log_ratio_range, ebv, mask
             )
         except (CutoutError, ValueError) as exc:
             reason = exc.reason if isinstance(exc, CutoutError) else str(exc)
@@ -350,7 +361,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         metavar=("LOW", "HIGH"),
         help="log10 range of the u-band clump/host flux ratio (default -2.5 -0.5)",
     )
-    parser.add_argument("--status", type=Path, help="status table: one row per galaxy, failures with reasons")
+    parser.add_argument(
+        "--status-out", type=Path, help="status table: one row per galaxy, failures with reasons"
+    )
+    add_segments_option(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -368,12 +382,13 @@ def run(args: argparse.Namespace) -> int:
     if problems:
         raise InputError("inject: " + "; ".join(problems))
     galaxies = read_galaxies(args.galaxies)
+    segments = read_segments(args.segments) if args.segments else None
     truth, failures = inject_survey(
-        galaxies, args.cutouts, args.out_cutouts, args.seed, args.per_galaxy, (low, high)
+        galaxies, args.cutouts, args.out_cutouts, args.seed, args.per_galaxy, (low, high), segments
     )
     write_table(truth, args.truth, TRUTH_COLUMNS, {"clumpcat_generator": "inject", "seed": str(args.seed)})
-    if args.status is not None:
-        write_status(args.status, galaxies["objid"].tolist(), failures)
+    if args.status_out is not None:
+        write_status(args.status_out, galaxies["objid"].tolist(), failures)
     log.info(
         "injected %d clumps into %d galaxies (%d skipped)",
         len(truth),

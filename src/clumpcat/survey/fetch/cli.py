@@ -29,6 +29,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from clumpcat.constants import HSC_MASK_PLANES
 from clumpcat.errors import InputError, NetworkError
 from clumpcat.ledger import pending, read_status, write_status
 from clumpcat.survey.fetch.common import INFO_COLUMNS, FetchResult
@@ -111,7 +112,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         default=SKYSERVER_SQL_URL,
         help="SkyServer SqlSearch endpoint for galaxies without run/camcol/field ('none' to disable)",
     )
-    sdss.add_argument("--no-psfield", action="store_true", help="never fetch psField files for the PSF FWHM")
+    sdss.add_argument(
+        "--no-psfield",
+        action="store_true",
+        help="never fetch psField files: no PSF_<BAND> HDUs, psf_fwhm_{u,g,r,i,z} from the galaxy table",
+    )
     sdss.add_argument(
         "--max-outside",
         type=float,
@@ -140,6 +145,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--password-env", default="HSC_SSP_CAS_PASSWORD", help="environment variable with the password"
     )
     hsc.add_argument("--netrc", metavar="FILE", help="netrc file (default $NETRC or ~/.netrc)")
+    hsc.add_argument(
+        "--mask-planes",
+        nargs="*",
+        default=list(HSC_MASK_PLANES),
+        metavar="PLANE",
+        help=f"HSC mask planes whose pixels become NaN with IVAR 0 (default {' '.join(HSC_MASK_PLANES)})",
+    )
 
 
 def _policy(args) -> RetryPolicy:
@@ -230,6 +242,7 @@ def run_hsc(args) -> int:
             psf_url=_none_or(args.psf_url),
             rerun=args.rerun,
             max_parallel=args.max_parallel,
+            mask_planes=tuple(p.upper().removeprefix("MP_") for p in args.mask_planes),
         )
     return _finish(args, objids, upstream, result)
 

@@ -58,6 +58,10 @@ INFO_COLUMNS = {
     "outside_fraction": ("", "Fraction of cutout pixels outside the survey image (NaN-padded)"),
     "edge": ("", "True when the cutout reaches past the image edge and is NaN-padded"),
     "reused": ("", "True when a valid cutout from an earlier run was kept"),
+    "masked_fraction": (
+        "",
+        "HSC: largest share of a band's pixels in the bad-pixel mask planes (NaN: no mask)",
+    ),
 }
 
 

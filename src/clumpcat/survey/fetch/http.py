@@ -8,7 +8,9 @@ What it promises (issue 6, "behaviour of a good client"):
 - downloads written to a temporary name in the destination folder and renamed
   only when whole and valid, so a killed job never leaves half a file;
 - a truncated or corrupt file (short body, undecodable FITS) fetched again;
-- a file already in the cache, and valid, never fetched again;
+- a file already in the cache, and valid, never fetched again; while one
+  thread or process fetches a file into the cache, others asking for it wait
+  for it (a lock per file) instead of fetching it too;
 - credentials taken from environment variables or ``~/.netrc``, sent only as an
   HTTP basic-auth header and never written to a log, a file or a message.
 
@@ -18,6 +20,7 @@ layout, so institutes that keep a copy of the SDSS SAS need no network.
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import logging
 import netrc
@@ -32,6 +35,11 @@ from typing import TypeVar
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import requests
+
+try:  # POSIX: lock cache files across processes too (shards run in parallel)
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: threads only
+    fcntl = None
 
 from clumpcat.errors import InputError, NetworkError
 
@@ -514,6 +522,26 @@ class ArchiveRoot:
             raise InputError(f"archive root {self.folder}: no such folder (give a URL or a local mirror)")
         self.cache = Path(cache) if cache is not None else None
         self.client = client
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+
+    @contextlib.contextmanager
+    def _file_lock(self, relpath: str):
+        """Hold the lock of one cache file: other threads and processes wait for it."""
+        with self._locks_guard:
+            lock = self._locks.setdefault(relpath, threading.Lock())
+        with lock:
+            if fcntl is None:
+                yield
+                return
+            lock_path = self.cache / f"{relpath}.lock"
+            lock_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(lock_path, "a") as handle:
+                fcntl.flock(handle, fcntl.LOCK_EX)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(handle, fcntl.LOCK_UN)
 
     @property
     def is_local(self) -> bool:
@@ -553,10 +581,11 @@ class ArchiveRoot:
             except TransferError as exc:
                 raise CorruptFileError(str(self.folder), str(path), f"corrupt file ({exc})", False) from None
         dest = self.cache / relpath
-        if dest.is_file():
-            try:
-                return load(dest)
-            except TransferError as exc:
-                log.warning("cached %s is corrupt (%s); fetching it again", dest, exc)
-                dest.unlink(missing_ok=True)
-        return self.client.download(self.url + relpath, dest, validate=load)
+        with self._file_lock(relpath):
+            if dest.is_file():
+                try:
+                    return load(dest)
+                except TransferError as exc:
+                    log.warning("cached %s is corrupt (%s); fetching it again", dest, exc)
+                    dest.unlink(missing_ok=True)
+            return self.client.download(self.url + relpath, dest, validate=load)

@@ -16,8 +16,18 @@ The frame data model (SDSS DR8+ ``frame`` files, data.sdss.org datamodel):
 The inverse variance follows the data model: ``dn = image / calib + sky``,
 ``var_dn = dn / gain + darkVariance``, ``ivar = 1 / (var_dn * calib**2)``, with
 the per-camcol gain and dark variance of the data model's tables.
-The PSF FWHM is the galaxy table's ``psf_fwhm_{band}`` where given, else the
-field's ``psField`` ``PSF_WIDTH`` (HDU 6).
+
+The PSF travels with the cutout: each band's PSF is rebuilt at the galaxy's
+frame position from the field's ``psField`` KL basis
+(:mod:`clumpcat.survey.fetch.psfield`) and written as ``PSF_<BAND>``;
+``PSF_FWHM`` is its half-maximum FWHM (:func:`clumpcat.survey.psf.measure_fwhm`).
+Without a usable psField, the galaxy table's ``psf_fwhm_{band}`` is used
+(and no PSF image travels).
+
+Frames of one run and camcol overlap their neighbours along the scan by 128
+rows: a cutout reaching past the top or bottom of its frame is completed from
+the frame of field - 1 or field + 1, so that only sky no frame covers (past
+the camcol's sides, or past the run's ends) stays NaN.
 """
 
 from __future__ import annotations
@@ -35,6 +45,7 @@ from astropy.coordinates import SkyCoord
 from astropy.io import fits
 from astropy.nddata import NoOverlapError
 from astropy.wcs import WCS
+from astropy.wcs.utils import proj_plane_pixel_scales
 from scipy.ndimage import map_coordinates
 
 from clumpcat.constants import SDSS_BANDS, SDSS_PIXEL_SCALE
@@ -56,7 +67,9 @@ from clumpcat.survey.fetch.http import (
     RemoteError,
     TransferError,
 )
-from clumpcat.survey.fetch.resample import cutout_side_pixels, reference_grid, sample_on_grid
+from clumpcat.survey.fetch.psfield import PsfBasis, read_psfield
+from clumpcat.survey.fetch.resample import cutout_side_pixels, psf_on_grid, reference_grid, sample_on_grid
+from clumpcat.survey.psf import measure_fwhm
 
 __all__ = [
     "SAS_URL",
@@ -69,7 +82,7 @@ __all__ = [
     "sdss_gain",
     "sdss_dark_variance",
     "read_frame",
-    "read_psfield_fwhm",
+    "psf_at",
     "lookup_fields",
     "fetch_sdss",
 ]
@@ -202,28 +215,13 @@ def read_frame(path: str | Path) -> SdssFrame:
     yy, xx = np.meshgrid(yinterp, xinterp, indexing="ij")
     sky = map_coordinates(allsky, [yy.ravel(), xx.ravel()], order=1, mode="nearest").reshape(image.shape)
     sky = sky.astype(np.float32)
+    if "RADECSYS" in header and "RADESYS" not in header:
+        # Real frames carry the deprecated spelling; astropy would warn for every frame.
+        header.rename_keyword("RADECSYS", "RADESYS")
     wcs = WCS(header, naxis=2)
     if not wcs.has_celestial:
         raise TransferError(f"{Path(path).name}: no celestial WCS")
     return SdssFrame(image=image, wcs=wcs.celestial, calib=calib, sky=sky)
-
-
-def read_psfield_fwhm(path: str | Path) -> dict[str, float]:
-    """PSF FWHM per band (arcsec) from a psField file's ``PSF_WIDTH`` (HDU 6).
-
-    Raises
-    ------
-    TransferError
-        If the file is truncated or has no HDU 6 with ``PSF_WIDTH``.
-    """
-    try:
-        with truncation_checked(Path(path).name), fits.open(path, memmap=False) as hdul:
-            width = np.asarray(hdul[6].data["PSF_WIDTH"][0], dtype=float).ravel()
-    except (OSError, EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError, Warning) as exc:
-        raise TransferError(f"{Path(path).name}: not a whole psField ({type(exc).__name__}: {exc})") from None
-    if width.size != len(SDSS_BANDS):
-        raise TransferError(f"{Path(path).name}: PSF_WIDTH has {width.size} values, expected 5")
-    return dict(zip(SDSS_BANDS, width.tolist(), strict=True))
 
 
 _FIELD_SQL = (
@@ -315,6 +313,86 @@ def _psf_from_table(row) -> dict[str, float] | None:
     return values
 
 
+def psf_at(basis: PsfBasis, wcs: WCS, position: SkyCoord, grid_scale: float) -> tuple[np.ndarray, float]:
+    """A band's PSF at a galaxy, from the psField basis, and its FWHM.
+
+    Parameters
+    ----------
+    basis : PsfBasis
+        The band's KL basis (:func:`clumpcat.survey.fetch.psfield.read_psfield`).
+    wcs : WCS
+        WCS of the band's frame (gives the galaxy's row and column).
+    position : SkyCoord
+        Galaxy centre.
+    grid_scale : float
+        Pixel scale of the cutout in arcsec (the frame's scale for SDSS).
+
+    Returns
+    -------
+    psf : ndarray
+        Odd-sided, centred, unit-sum PSF image on the cutout's pixel scale.
+    fwhm : float
+        Its half-maximum FWHM in arcsec.
+    """
+    x, y = (float(v) for v in wcs.world_to_pixel(position))
+    frame_scale = float(np.mean(proj_plane_pixel_scales(wcs)) * 3600.0)
+    psf = psf_on_grid(basis.at(y, x), frame_scale, grid_scale)
+    return psf, measure_fwhm(psf) * grid_scale
+
+
+@dataclass
+class _Band:
+    """What a cutout needs of one frame: pixels, inverse variance and WCS."""
+
+    image: np.ndarray
+    ivar: np.ndarray
+    wcs: WCS
+
+
+class _FieldFrames:
+    """The frames of one run and camcol, loaded on demand, each once per task.
+
+    A neighbouring field's frames are loaded only when a cutout reaches past
+    the frame; a field missing from the archive (the run's first or last
+    field) counts as no coverage.
+    """
+
+    def __init__(self, root: ArchiveRoot, run: int, camcol: int):
+        self.root, self.run, self.camcol = root, run, camcol
+        self._fields: dict[int, dict[str, _Band] | None] = {}
+
+    def field(self, field: int, required: bool = True) -> dict[str, _Band] | None:
+        if field not in self._fields:
+            try:
+                bands = {}
+                for band in SDSS_BANDS:
+                    frame = self.root.fetch(frame_path(band, self.run, self.camcol, field), read_frame)
+                    ivar = frame.ivar(
+                        sdss_gain(band, self.camcol, self.run),
+                        sdss_dark_variance(band, self.camcol, self.run),
+                    )
+                    bands[band] = _Band(frame.image, ivar, frame.wcs)
+            except NotFoundError:
+                if required:
+                    raise
+                bands = None
+            self._fields[field] = bands
+        return self._fields[field]
+
+
+def _rows_beyond(band: _Band, grid_wcs: WCS, side: int) -> tuple[bool, bool]:
+    """Whether the cutout grid reaches below row 0 / above the last row of a frame."""
+    edge = np.array([0, side - 1], dtype=float)
+    xs, ys = np.meshgrid(edge, edge)
+    fx, fy = band.wcs.world_to_pixel(grid_wcs.pixel_to_world(xs.ravel(), ys.ravel()))
+    return bool(np.min(fy) < -0.5), bool(np.max(fy) > band.image.shape[0] - 0.5)
+
+
+def _sample(band: _Band, grid_wcs: WCS, side: int, position: SkyCoord) -> list[np.ndarray]:
+    """Image and inverse variance of one frame on the cutout grid (NaN off the frame)."""
+    return sample_on_grid([band.image, band.ivar], band.wcs, grid_wcs, side, position)
+
+
 def _cut_field(
     key: tuple[int, int, int],
     rows: pd.DataFrame,
@@ -323,64 +401,97 @@ def _cut_field(
     use_psfield: bool,
     max_outside: float,
 ) -> tuple[list[dict], list[tuple[str, str]]]:
-    """Fetch the five frames of one field and cut every galaxy on it."""
+    """Fetch the frames of one field (and its neighbours where needed) and cut every galaxy on it."""
     run, camcol, field = key
-    frames = {band: root.fetch(frame_path(band, run, camcol, field), read_frame) for band in SDSS_BANDS}
-    table_psf = {row.objid: _psf_from_table(row) for row in rows.itertuples(index=False)}
-    field_psf, no_psf = None, "psf_fwhm_{u,g,r,i,z} missing and psField disabled"
-    if use_psfield and any(v is None for v in table_psf.values()):
+    frames = _FieldFrames(root, run, camcol)
+    primary = frames.field(field)
+    basis, no_psf = None, "psf_fwhm_{u,g,r,i,z} missing and psField disabled"
+    if use_psfield:
         try:
-            field_psf = root.fetch(psfield_path(run, camcol, field), read_psfield_fwhm)
+            basis = root.fetch(psfield_path(run, camcol, field), read_psfield)
         except (NotFoundError, CorruptFileError) as exc:
-            # Only the galaxies that need the psField fail; a network outage still propagates.
+            # Only galaxies without psf_fwhm_* fail; a network outage still propagates.
             no_psf = f"psf_fwhm_{{u,g,r,i,z}} missing and psField unusable ({exc})"
-    ivars = {
-        band: frame.ivar(sdss_gain(band, camcol, run), sdss_dark_variance(band, camcol, run))
-        for band, frame in frames.items()
-    }
+            log.warning("field %d-%d-%d: %s", run, camcol, field, no_psf)
     info, failures = [], []
-    source = f"{run}-{camcol}-{field}"
     for row in rows.itertuples(index=False):
         objid = row.objid
-        psf = table_psf[objid] or field_psf
-        if psf is None:
-            failures.append((objid, f"no PSF FWHM: {no_psf}"))
-            continue
         side = int(row.side_px)
         position = SkyCoord(row.ra, row.dec, unit="deg")
-        ref = frames["r"]
         try:
-            _, grid_wcs, outside = reference_grid(ref.image, ref.wcs, position, side)
+            _, grid_wcs, _ = reference_grid(primary["r"].image, primary["r"].wcs, position, side)
         except NoOverlapError:
             failures.append((objid, f"galaxy not on frame run {run} camcol {camcol} field {field}"))
             continue
-        if outside > max_outside:
-            failures.append(
-                (
-                    objid,
-                    f"on the edge of frame {source}: {outside:.0%} of the cutout outside the frame "
-                    f"(limit {max_outside:.0%})",
-                )
-            )
+        grid_scale = float(np.mean(proj_plane_pixel_scales(grid_wcs)) * 3600.0)
+        psf_images, psf_fwhm = {}, _psf_from_table(row)
+        if basis is not None:
+            try:
+                measured = {}
+                for band in SDSS_BANDS:
+                    psf_images[band], measured[band] = psf_at(
+                        basis[band], primary[band].wcs, position, grid_scale
+                    )
+                psf_fwhm = measured
+            except ValueError as exc:
+                psf_images, no_psf = {}, f"psField PSF not usable at the galaxy ({exc})"
+        if psf_fwhm is None:
+            failures.append((objid, f"no PSF FWHM: {no_psf}"))
             continue
         images, ivar = {}, {}
         for band in SDSS_BANDS:
-            images[band], ivar[band] = sample_on_grid(
-                [frames[band].image, ivars[band]], frames[band].wcs, grid_wcs, side, position
-            )
-            ivar[band] = np.where(np.isfinite(ivar[band]), ivar[band], 0.0).astype(np.float32)
+            images[band], ivar[band] = _sample(primary[band], grid_wcs, side, position)
+        below, above = _rows_beyond(primary["r"], grid_wcs, side)
+        used = [field]
+        for neighbour, needed in ((field - 1, below), (field + 1, above)):
+            if not needed or not any(np.isnan(im).any() for im in images.values()):
+                continue
+            other = frames.field(neighbour, required=False)
+            if other is None:
+                continue
+            filled = False
+            for band in SDSS_BANDS:
+                try:
+                    extra, extra_ivar = _sample(other[band], grid_wcs, side, position)
+                except NoOverlapError:
+                    continue
+                fill = np.isnan(images[band]) & np.isfinite(extra)
+                images[band][fill], ivar[band][fill] = extra[fill], extra_ivar[fill]
+                filled |= bool(fill.any())
+            if filled:
+                used.append(neighbour)
+        for band in SDSS_BANDS:
+            ivar[band] = np.where(np.isfinite(images[band]) & np.isfinite(ivar[band]), ivar[band], 0.0)
+            ivar[band] = ivar[band].astype(np.float32)
+        source = f"{run}-{camcol}-" + "+".join(str(f) for f in sorted(used))
         nan_share = max(float(np.mean(~np.isfinite(im))) for im in images.values())
         if nan_share >= 1.0:
             failures.append((objid, f"no pixels of frame {source} in the cutout"))
             continue
+        if nan_share > max_outside:
+            failures.append(
+                (
+                    objid,
+                    f"on the edge of the survey: {nan_share:.0%} of the cutout outside frames {source} "
+                    f"(limit {max_outside:.0%})",
+                )
+            )
+            continue
         write_cutout(
             objid_path(cutouts, objid, ".fits"),
-            Cutout(objid=str(objid), images=images, wcs=grid_wcs, psf_fwhm=dict(psf), ivar=ivar),
+            Cutout(
+                objid=str(objid),
+                images=images,
+                wcs=grid_wcs,
+                psf_fwhm=dict(psf_fwhm),
+                ivar=ivar,
+                psf=psf_images,
+            ),
         )
         edge = nan_share > 0
         if edge:
             log.warning(
-                "%s: %.0f%% of the cutout lies outside frame %s; NaN-padded", objid, 100 * nan_share, source
+                "%s: %.0f%% of the cutout lies outside frames %s; NaN-padded", objid, 100 * nan_share, source
             )
         info.append(
             {
@@ -426,11 +537,13 @@ def fetch_sdss(
         SkyServer SQL endpoint for galaxies without run/camcol/field or
         petro_r90_r; None fails them instead.
     use_psfield : bool
-        Fetch the field's psField for galaxies without ``psf_fwhm_*``.
+        Fetch each field's psField and rebuild every band's PSF at the
+        galaxy (``PSF_<BAND>`` HDUs, ``PSF_FWHM`` measured on them); when
+        False, or where the psField is missing, ``psf_fwhm_*`` is needed.
     max_outside : float
-        Largest fraction of a cutout allowed outside its frame; such
-        galaxies are NaN-padded and flagged ``edge`` in the info records,
-        beyond it they fail.
+        Largest fraction of a cutout that no frame covers (after completing
+        it from the neighbouring fields); such galaxies are NaN-padded and
+        flagged ``edge`` in the info records, beyond it they fail.
     max_parallel : int
         Fields processed at once (downloads are bounded by the client too).
 
@@ -438,7 +551,8 @@ def fetch_sdss(
     -------
     FetchResult
         Failures with reasons, galaxies left undone per host, and one info
-        record per cutout (``source`` = ``run-camcol-field``, ``edge``).
+        record per cutout (``source`` = ``run-camcol-field[+field...]``, the
+        fields whose frames fill it; ``edge``).
     """
     cutouts = Path(cutouts)
     result = FetchResult(objids=galaxies["objid"].astype(str).tolist())
