@@ -21,6 +21,7 @@ STAGE_SETTINGS = {
     "train": S.TrainingSettings,
     "detect": S.DetectSettings,
     "postprocess": S.PostprocessSettings,
+    "train-classifier": S.ClassifierSettings,
 }
 
 

@@ -28,6 +28,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "crossmatch": ("clumpcat.survey.crossmatch", "match a new HSC table against processed galaxies"),
     "render": ("clumpcat.render.rgb", "render cutouts as 400x400 RGB PNGs with label boxes"),
     "weights": ("clumpcat.detection.weights", "fetch or locate backbone and detector weights"),
+    "train-classifier": (
+        "clumpcat.detection.classifier_training",
+        "train the clumpy / not-clumpy classifier whose encoder is the Zoobot Clumps backbone (App. B)",
+    ),
     "train": ("clumpcat.detection.training", "train a Faster R-CNN clump detector"),
     "detect": ("clumpcat.detection.inference", "run a trained detector over rendered images"),
     "postprocess": ("clumpcat.postprocess.clumps", "NMS, merge within the PSF FWHM, host mask"),

@@ -53,6 +53,7 @@ __all__ = [
     "FetchSettings",
     "HscSettings",
     "CrossmatchSettings",
+    "ClassifierSettings",
     "SECTIONS",
     "config_schema",
     "effective_config",
@@ -647,6 +648,64 @@ class CrossmatchSettings(Settings):
     )
 
 
+@dataclass(frozen=True)
+class ClassifierSettings(Settings):
+    section: ClassVar[str] = "classifier"
+    description: ClassVar[str] = (
+        "The `zoobot_clumps` target (paper App. B): a clumpy / not-clumpy classifier whose encoder "
+        "becomes the zoobot-clumps detector's backbone when weights.zoobot_clumps is null."
+    )
+
+    encoder: str = setting(
+        "cpu-small",
+        "Encoder body: resnet50 (App. B; a GPU) or cpu-small (the cpu-small detector's body, for CPUs).",
+        choices=("cpu-small", "resnet50"),
+    )
+    init: str = setting(
+        "random",
+        "Initial encoder weights: zoobot (App. B) or imagenet (resnet50 only; from `weights`), or random.",
+        choices=("random", "zoobot", "imagenet"),
+    )
+    labels: str | None = setting(
+        None,
+        "Table of objid and a clumpy column (0/1 or vote fraction); null labels the synthetic truth.",
+        cli=False,
+    )
+    label_column: str = setting(
+        "clumpy", "Column of the label table holding 0/1 or the clumpy vote fraction."
+    )
+    vote_threshold: float = setting(
+        0.5,
+        "A galaxy is clumpy when its label column is >= this (0/1 labels: any value in (0, 1]).",
+        exclusive_minimum=0,
+        maximum=1,
+    )
+    min_flux_ratio: float = setting(
+        0.05,
+        "Synthetic truth: clumpy when a clump has u-band clump/host flux ratio >= this (between the "
+        "3% and 8% GSFC thresholds of Section 4.4.3).",
+        minimum=0,
+    )
+    image_size: int | None = setting(
+        None,
+        "Network input side in px of the 200-px central crop; null: the detector's scale "
+        "(200 for cpu-small, 400 for resnet50).",
+        minimum=32,
+    )
+    epochs: int = setting(12, "Training epochs (App. B: 100).", minimum=1)
+    batch_size: int = setting(16, "Images per batch (App. B: 32).", minimum=2)
+    lr: float | None = setting(
+        None,
+        "Adam learning rate; null: 1e-3 for cpu-small (from scratch), 1e-4 for resnet50 (fine-tuning).",
+        exclusive_minimum=0,
+    )
+    weight_decay: float = setting(5.0e-5, "Adam weight decay.", minimum=0)
+    seed: int = setting(7, "Seed of the split, the initial weights and the augmentation.")
+    device: str = setting("auto", "Training device.", choices=DEVICES)
+    num_workers: int = setting(0, "DataLoader worker processes.", minimum=0)
+    amp: bool = setting(True, "bfloat16 autocast and channels-last on CUDA.")
+
+
 #: Every config.yaml section, in the order of the flow.
 SECTIONS: tuple[type[Settings], ...] = (
     SimulateSettings,
@@ -661,6 +720,7 @@ SECTIONS: tuple[type[Settings], ...] = (
     FetchSettings,
     HscSettings,
     CrossmatchSettings,
+    ClassifierSettings,
 )
 
 

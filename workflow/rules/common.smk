@@ -248,7 +248,7 @@ WEIGHT_KEYS = {
 def weights_option(setup):
     """`--backbone-weights FILE` for a set-up whose weights are configured."""
     key = WEIGHT_KEYS.get(setup)
-    path = config["weights"].get(key) if key else None
+    path = (config["weights"].get(key) if key else None) or classifier_weights_for(setup)
     return f"--backbone-weights {path}" if path else ""
 
 
@@ -353,3 +353,56 @@ def experiment_runs(wildcards):
 
 def experiment_run_dirs(wildcards):
     return [str(Path(path).parent) for path in experiment_runs(wildcards)]
+
+
+# ---- the Zoobot Clumps classifier (paper App. B; rules/classifier.smk) ----
+
+from clumpcat.settings import ClassifierSettings
+
+CLASSIFIER = config.get("classifier") or {}
+CLASSIFIER_DIR = f"{RESULTS}/classifier"
+CLASSIFIER_WEIGHTS = f"{CLASSIFIER_DIR}/encoder.pt"
+CLASSIFIER_OPTIONS = ClassifierSettings.cli_args(CLASSIFIER)
+
+
+def classifier_weights_for(setup):
+    """The classifier's encoder for a zoobot-clumps set-up without weights.zoobot_clumps, else []."""
+    if setup == "zoobot-clumps" and not config["weights"]["zoobot_clumps"]:
+        return CLASSIFIER_WEIGHTS
+    return []
+
+
+def backbone_weights_input(wildcards):
+    return classifier_weights_for(TRAINING_SETUP)
+
+
+def experiment_backbone_input(wildcards):
+    return classifier_weights_for(wildcards.setup)
+
+
+def classifier_inputs(wildcards):
+    """Renders of the training sample with its truth (or classifier.labels), and the initial weights."""
+    inputs = {"render": training_renders(wildcards)}
+    if CLASSIFIER.get("labels"):
+        inputs["labels"] = CLASSIFIER["labels"]
+    elif has_truth(TRAIN_SAMPLE):
+        inputs["truth"] = all_shards(TRAIN_SAMPLE, "truth.parquet")
+    else:
+        raise ValueError(
+            f"classifier.labels is null and the '{TRAIN_SAMPLE}' images have no synthetic truth: set "
+            "classifier.labels to a table of objid and a clumpy column (0/1 or Clump Scout vote fraction)"
+        )
+    init = CLASSIFIER.get("init", "random")
+    if init != "random":
+        if not config["weights"][init]:
+            raise ValueError(f"classifier.init is '{init}': set weights.{init} to the ResNet50 file")
+        inputs["init_weights"] = config["weights"][init]
+    return inputs
+
+
+def classifier_input_options(wildcards, input):
+    options = []
+    for key in ("truth", "labels", "init_weights"):
+        if key in input.keys():
+            options.append(f"--{key.replace('_', '-')} {input[key]}")
+    return " ".join(options)

@@ -7,6 +7,7 @@ rule train_experiment:
     input:
         render=training_renders,
         labels=training_labels,
+        backbone=experiment_backbone_input,
     output:
         metrics=f"{RESULTS}/experiment/{{setup}}-{{size}}/test_metrics.json",
     params:

@@ -6,6 +6,7 @@ rule train:
     input:
         render=training_renders,
         labels=training_labels,
+        backbone=backbone_weights_input,
     output:
         model=f"{RESULTS}/models/{TRAINING_SETUP}/model.pt",
         metrics=f"{RESULTS}/models/{TRAINING_SETUP}/metrics.csv",

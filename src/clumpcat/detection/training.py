@@ -61,19 +61,28 @@ SCHEDULES = ("constant", "cosine")
 DEFAULT_SCHEDULE = {"cpu-small": "cosine"}
 
 
-def _backbone_state(setup: str, path: str | None) -> dict | None:
+def _backbone_state(setup: str, path: str | None) -> tuple[dict | None, dict]:
+    """The pretrained body of a Table 2 set-up and the detector-config changes it needs.
+
+    ``zoobot-clumps`` reads the classifier's encoder (App. B,
+    :func:`clumpcat.detection.classifier.load_zoobot_clumps_encoder`): a
+    ResNet50 needs no change, a ``cpu-small`` encoder brings its body.
+    """
+    from clumpcat.detection.classifier import load_zoobot_clumps_encoder
     from clumpcat.detection.weights import load_imagenet_resnet50, load_zoobot_encoder
 
     if setup not in PRETRAINED:
-        return None
+        return None, {}
     if path is None:
         raise InputError(
             f"setup '{setup}' starts from pretrained weights: give --backbone-weights FILE "
             f"(config key weights.{PRETRAINED[setup]}; `clumpcat weights where` says which file)"
         )
     if PRETRAINED[setup] == "imagenet":
-        return load_imagenet_resnet50(path)
-    return load_zoobot_encoder(path)
+        return load_imagenet_resnet50(path), {}
+    if setup == "zoobot-clumps":
+        return load_zoobot_clumps_encoder(path)
+    return load_zoobot_encoder(path), {}
 
 
 def _label_tables(paths: Sequence[str], out_dir: Path) -> list[str]:
@@ -250,9 +259,8 @@ def train_detector(
         )
 
     try:
-        model = build_detector(
-            setup, backbone_weights=_backbone_state(setup, backbone_weights), **(overrides or {})
-        )
+        state, body = _backbone_state(setup, backbone_weights)
+        model = build_detector(setup, backbone_weights=state, **{**body, **(overrides or {})})
     except ValueError as exc:
         raise InputError(f"detector set-up '{setup}': {exc}") from exc
     config = model.clumpcat_config

@@ -580,5 +580,7 @@ def run(args: argparse.Namespace) -> int:
         path = expected_path(name, args.dest)
         url = f"{source.base_url}/{source.relative_url}"
         print(f"{name}\t{source.config_key}\t{path}\t{'yes' if path.is_file() else 'no'}\t{url}")
-    print("zoobot-clumps\tweights.zoobot_clumps\t(no public PyTorch file: train it, App. B)\tno\t-")
+    print(
+        "zoobot-clumps\tweights.zoobot_clumps\t(no public PyTorch file: `snakemake zoobot_clumps` trains it, App. B)\tno\t-"
+    )
     return 0
