@@ -2,8 +2,9 @@
 
 For each tier (sky noise in units of nominal SDSS r-band noise) and each PSF
 family, makes a fresh synthetic survey of ``--n`` galaxies with the simulator,
-runs the pipeline's own commands on it (render, detect, postprocess with the
-config defaults, the classical baseline) and ``clumpcat evaluate`` at the
+runs the pipeline's own commands on it (render, detect, postprocess, the
+classical baseline; the detect and postprocess settings at their config
+defaults, ``postprocess.min_snr`` included) and ``clumpcat evaluate`` at the
 catalogue's score threshold, then prints one table: per tier, family and
 detector the measured sky tier of the survey's cutouts, the detectable true
 clumps, completeness (all detectable clumps and those with u-band flux ratio
@@ -27,7 +28,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import subprocess
@@ -60,17 +60,6 @@ def _clumpcat(args: list[str], log: Path) -> None:
         done = subprocess.run([sys.executable, "-m", "clumpcat", *map(str, args)], stderr=handle, check=False)
     if done.returncode != 0:
         raise SystemExit(f"clumpcat {args[0]} failed (exit {done.returncode}); see {log}")
-
-
-def _postprocess_options() -> list[str]:
-    """Every command-line postprocess setting at its config default (host_mask is on)."""
-    values = dataclasses.asdict(PostprocessSettings())
-    words = []
-    for f in dataclasses.fields(PostprocessSettings):
-        if f.name == "host_mask" or not f.metadata.get("cli", True) or values[f.name] is None:
-            continue
-        words += ["--" + f.name.replace("_", "-"), str(values[f.name])]
-    return words
 
 
 def run_pipeline(out: Path, model: str, threshold: float, threads: int) -> dict:
@@ -130,7 +119,7 @@ def run_pipeline(out: Path, model: str, threshold: float, threads: int) -> dict:
             out / "status-post.parquet",
             "--out",
             out / "clumps.parquet",
-            *_postprocess_options(),
+            *PostprocessSettings.cli_args(None).split(),
         ],
         log,
     )
