@@ -14,6 +14,7 @@ from clumpcat.evaluation.evaluate import evaluate_run, truth_boxes
 from clumpcat.evaluation.plots import (
     plot_colour_colour,
     plot_completeness_purity,
+    plot_conditions,
     plot_flux_ratio,
     plot_gallery,
     plot_training_curves,
@@ -77,6 +78,21 @@ def test_flux_ratio_figure_bins(run_dir):
     # bin centres, shifted slightly so that the two detectors' error bars do not overlap
     assert line.get_xdata().tolist() == pytest.approx([-1.75, -1.25, -0.75], abs=0.03)
     assert line.get_ydata().tolist() == [0.0, 1.0, 1.0]
+
+
+def test_conditions_figure_per_bin_and_detector(run_dir, tmp_path):
+    root, _, _, _ = run_dir
+    table = read_table(root / "evaluation" / "conditions.parquet")
+    fig = plot_conditions(table, tmp_path / "conditions.png")
+    assert (tmp_path / "conditions.png").stat().st_size > 0
+    # Without cutouts the seeing comes from the galaxy table (both 1.5"), the
+    # other conditions are unknown: one bin per axis, two rows, three columns.
+    assert len(fig.axes) == 6
+    seeing_completeness, seeing_purity = fig.axes[1], fig.axes[4]
+    assert [t.get_text() for t in seeing_completeness.get_xticklabels()] == ['1.2-1.6"\n(2 gal)']
+    # model: score 0.9, 0.6 and 0.3 on all three clumps -> complete at the 0.3 threshold
+    assert list(_gid(seeing_completeness, "model").get_ydata()) == [1.0]
+    assert list(_gid(seeing_purity, "baseline").get_ydata()) == [1.0]
 
 
 def test_training_curves_mark_best_epoch(tmp_path):
@@ -185,7 +201,14 @@ def test_cli_makes_every_figure(run_dir, tmp_path):
     )
     assert rc == 0
     made = json.loads((out / "figures.json").read_text())
-    assert set(made) == {"completeness_purity", "flux_ratio", "training_curves", "colour_colour", "gallery"}
+    assert set(made) == {
+        "completeness_purity",
+        "flux_ratio",
+        "conditions",
+        "training_curves",
+        "colour_colour",
+        "gallery",
+    }
     for path in made.values():
         assert (out / path.split("/")[-1]).stat().st_size > 1000
     assert (out / ".done").exists()

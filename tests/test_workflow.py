@@ -144,6 +144,14 @@ def test_default_pipeline_makes_the_release(small_run):
     record = json.loads((results / "release" / "provenance.json").read_text())
     assert record["effective_config"]["simulate"]["n_galaxies"] == 24
     assert record["effective_config"]["training"]["epochs"] == 1
+    # metrics per observing condition, measured on the cutouts, and the pulls
+    # of the injected clumps' photometry
+    metrics = json.loads((results / "metrics.json").read_text())
+    assert sum(metrics["conditions"]["n_galaxies"]["sky_tier"].values()) == 24
+    assert "unknown" not in metrics["conditions"]["n_galaxies"]["sky_tier"]
+    assert set(metrics["conditions"]) >= {"model", "baseline"}
+    assert set(metrics["photometry_pulls"]["bands"]) == {"u", "g", "r", "i", "z"}
+    assert (results / "figures" / "conditions.png").exists()
 
 
 @pytest.mark.slow

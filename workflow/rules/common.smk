@@ -278,12 +278,13 @@ def evaluation_inputs(wildcards):
     if INJECT:
         inputs["injected_truth"] = all_shards("injected", "truth.parquet")
         inputs["injected_clumps"] = all_shards("injected", "clumps.parquet")
+        inputs["injected_photometry"] = all_shards("injected", "photometry.parquet")
     return inputs
 
 
 def evaluation_options(wildcards, input):
-    options = []
-    for key in ("baseline", "injected_truth", "injected_clumps"):
+    options = [f"--cutouts {cutout_dir('survey')}"]
+    for key in ("baseline", "injected_truth", "injected_clumps", "injected_photometry"):
         if key in input.keys():
             options.append(f"--{key.replace('_', '-')} {' '.join(input[key])}")
     return " ".join(options)
@@ -312,7 +313,7 @@ def sfd_option(wildcards):
     return f"--ebv-source sfd --sfd-dir {sfd}" if sfd else "--ebv-source table"
 
 
-FIGURES = ["completeness_purity", "flux_ratio", "colour_colour", "gallery"]
+FIGURES = ["completeness_purity", "flux_ratio", "conditions", "colour_colour", "gallery"]
 if INJECT:
     FIGURES.append("selection_function")
 if TRAIN:

@@ -1,5 +1,7 @@
 # Evaluation against truth (paper 4.4), the classical baseline, the
-# injection-recovery selection function, and the report's figures.
+# injection-recovery selection function and photometric pulls (the injected
+# sample's photometry comes from rule photometry), metrics per observing
+# condition, and the report's figures.
 
 
 rule baseline:
@@ -38,6 +40,7 @@ rule evaluate:
         ),
     params:
         options=evaluation_options,
+        threshold=config["catalogue"]["score_threshold"],
         out_dir=output_folder_of_summary,
         min_snr=config["postprocess"]["min_snr"],
     log:
@@ -51,8 +54,8 @@ rule evaluate:
         ENV
     shell:
         "clumpcat evaluate --clumps {input.clumps} --truth {input.truth} "
-        "--galaxies {input.galaxies} {params.options} --out-dir {params.out_dir} "
-        "--metrics {output.metrics} --min-snr {params.min_snr} 2> {log}"
+        "--galaxies {input.galaxies} {params.options} --score-threshold {params.threshold} "
+        "--out-dir {params.out_dir} --metrics {output.metrics} --min-snr {params.min_snr} 2> {log}"
 
 
 rule plots:

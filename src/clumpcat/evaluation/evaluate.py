@@ -13,7 +13,11 @@ galaxies and writes, for both detectors in one set of tables:
   threshold of best F1, against the target of 0.8 for both;
 - optionally the injection-recovery selection function: completeness of
   clumps injected into the run's own cutouts against flux ratio and host
-  r magnitude.
+  r magnitude, and the photometric pulls of those clumps per band
+  (:mod:`clumpcat.evaluation.pulls`);
+- completeness and purity at the catalogue's score threshold per sky-noise
+  tier, seeing bin and PSF shape measured on each cutout
+  (:mod:`clumpcat.evaluation.conditions`).
 
 Completeness is given over all true clumps and over the ``detectable`` ones
 (when the truth has that column). The **headline uses the detectable truth**:
@@ -37,8 +41,14 @@ import numpy as np
 import pandas as pd
 
 from clumpcat.coco_metrics import coco_ap_ar
-from clumpcat.constants import LABEL_BOX_FWHM, MATCH_FWHM, SDSS_PIXEL_SCALE
+from clumpcat.constants import LABEL_BOX_FWHM, MATCH_FWHM, SCORE_THRESHOLD, SDSS_PIXEL_SCALE
 from clumpcat.errors import InputError
+from clumpcat.evaluation.conditions import (
+    completeness_purity_by_condition,
+    conditions_block,
+    conditions_table,
+)
+from clumpcat.evaluation.pulls import pull_bands, pull_summary, pull_table
 from clumpcat.matching import (
     DEFAULT_THRESHOLDS,
     ONE_SIGMA,
@@ -543,8 +553,11 @@ def evaluate_run(
     baseline: pd.DataFrame | None = None,
     injected_truth: pd.DataFrame | None = None,
     injected_clumps: pd.DataFrame | None = None,
+    injected_photometry: pd.DataFrame | None = None,
+    conditions: pd.DataFrame | None = None,
     thresholds=DEFAULT_THRESHOLDS,
     headline_threshold: float = HEADLINE_THRESHOLD,
+    score_threshold: float = SCORE_THRESHOLD,
     pixel_scale: float = SDSS_PIXEL_SCALE,
     metrics_path: str | Path | None = None,
     min_snr: float | None = None,
@@ -566,10 +579,20 @@ def evaluate_run(
     injected_truth, injected_clumps : pandas.DataFrame, optional
         Injection-recovery truth and the model's candidates on the injected
         cutouts, for the selection function.
+    injected_photometry : pandas.DataFrame, optional
+        Photometry of the candidates on the injected cutouts, for the pulls
+        (with ``injected_truth``).
+    conditions : pandas.DataFrame, optional
+        :func:`clumpcat.evaluation.conditions.conditions_table` of the
+        galaxies; default: seeing from the galaxy table's ``psf_fwhm_r``
+        only, the other conditions unknown.
     thresholds : array_like
         Score thresholds of the sweeps.
     headline_threshold : float
         Threshold of the headline numbers.
+    score_threshold : float
+        The catalogue's score threshold: that of the per-condition metrics
+        and of the photometric pulls.
     pixel_scale : float
         arcsec per pixel, to turn ``psf_fwhm_r`` into pixels when neither
         table has ``fwhm_r_px``.
@@ -596,7 +619,10 @@ def evaluate_run(
     best-F1 threshold, COCO AP/AR/F1); ``matched_{detector}.parquet``
     (each detection with its match); with injection,
     ``selection_flux_ratio.{parquet,csv}`` and
-    ``selection_host_mag_r.{parquet,csv}``.
+    ``selection_host_mag_r.{parquet,csv}``, with injected photometry
+    ``photometry_pulls.parquet``; ``conditions.{parquet,csv}`` (metrics per
+    condition and detector) and ``conditions_galaxies.parquet`` (the
+    condition of each galaxy).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -638,7 +664,7 @@ def evaluate_run(
         "thresholds": [float(t) for t in np.asarray(thresholds, float)],
         "detectors": {},
     }
-    sweeps, cocos, summary_rows = [], [], []
+    sweeps, cocos, summary_rows, matches = [], [], [], {}
     for name, dets in detectors.items():
         log.info("evaluating %s: %d candidates against %d true clumps", name, len(dets), len(truth))
         has_boxes = all(c in dets.columns for c in ("box_x0", "box_y0", "box_x1", "box_y1"))
@@ -656,6 +682,7 @@ def evaluate_run(
         if len(coco_table):
             cocos.append(coco_table.assign(detector=name))
         write_table(matched, out_dir / f"matched_{name}.parquet")
+        matches[name] = matched
         for truth_set, head in summary["headline"].items():
             best = summary["best_f1"].get(truth_set, {})
             coco = summary.get("coco", {})
@@ -696,6 +723,15 @@ def evaluate_run(
         coco_all.to_csv(out_dir / "coco.csv", index=False)
     pd.DataFrame(summary_rows).to_csv(out_dir / "summary.csv", index=False)
 
+    metrics["conditions"] = _conditions(matches, truth, galaxies, conditions, score_threshold, out_dir)
+    if injected_truth is not None and injected_photometry is not None:
+        pulls = pull_table(
+            injected_photometry, injected_truth, threshold=score_threshold, fwhm_px_by_objid=fwhm
+        )
+        write_table(pulls, out_dir / "photometry_pulls.parquet")
+        bands = pull_bands(injected_photometry, injected_truth)
+        metrics["photometry_pulls"] = pull_summary(pulls, bands=bands, threshold=score_threshold)
+
     if injected_truth is not None and injected_clumps is not None:
         inj_fwhm = dict(fwhm)
         kept = _above_snr(injected_clumps, min_snr)
@@ -726,6 +762,29 @@ def evaluate_run(
     tmp.replace(path)
     _log_headline(metrics)
     return metrics
+
+
+def _conditions(matches, truth, galaxies, conditions, threshold, out_dir) -> dict:
+    """Metrics per observing condition of every detector; writes the tables."""
+    objids = galaxies["objid"].astype(str).tolist()
+    if conditions is None:
+        conditions = conditions_table(None, objids, galaxies)
+    conditions = conditions.assign(objid=conditions["objid"].astype(str))
+    conditions = conditions[conditions["objid"].isin(set(objids))].reset_index(drop=True)
+    write_table(conditions, out_dir / "conditions_galaxies.parquet")
+    truth_set = "detectable" if "detectable" in truth.columns else "all"
+    subset = "detectable" if truth_set == "detectable" else None
+    tables = {
+        name: completeness_purity_by_condition(
+            matched, truth, conditions, threshold=threshold, truth_subset=subset
+        )
+        for name, matched in matches.items()
+    }
+    long = pd.concat([t.assign(detector=n) for n, t in tables.items()], ignore_index=True)
+    long = long[["detector"] + [c for c in long.columns if c != "detector"]]
+    write_table(long, out_dir / "conditions.parquet")
+    long.to_csv(out_dir / "conditions.csv", index=False)
+    return conditions_block(tables, conditions, truth_set=truth_set, threshold=threshold)
 
 
 def _log_headline(metrics: dict) -> None:
@@ -765,10 +824,22 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--baseline", **many, help="baseline candidates of the same galaxies")
     parser.add_argument("--injected-truth", **many, help="truth of the injection-recovery cutouts")
     parser.add_argument("--injected-clumps", **many, help="the model's candidates on the injected cutouts")
+    parser.add_argument(
+        "--injected-photometry", **many, help="photometry of the candidates on the injected cutouts (pulls)"
+    )
+    parser.add_argument(
+        "--cutouts", help="folder of the evaluated galaxies' cutouts, to measure their observing conditions"
+    )
     parser.add_argument("--out-dir", required=True, help="folder for metrics.json and the tables")
     parser.add_argument("--metrics", help="write metrics.json here instead of OUT_DIR/metrics.json")
     parser.add_argument(
         "--threshold", type=float, default=HEADLINE_THRESHOLD, help="score threshold of the headline (0.5)"
+    )
+    parser.add_argument(
+        "--score-threshold",
+        type=float,
+        default=SCORE_THRESHOLD,
+        help=f"the catalogue's score threshold, of the per-condition metrics and the pulls ({SCORE_THRESHOLD})",
     )
     parser.add_argument(
         "--pixel-scale",
@@ -801,8 +872,13 @@ def run(args: argparse.Namespace) -> int:
     """Run ``clumpcat evaluate``."""
     if (args.injected_truth is None) != (args.injected_clumps is None):
         raise InputError("--injected-truth and --injected-clumps go together")
-    if not 0 <= args.threshold <= 1:
-        raise InputError(f"--threshold must lie in [0, 1], got {args.threshold}")
+    for option in ("threshold", "score_threshold"):
+        if not 0 <= getattr(args, option) <= 1:
+            raise InputError(f"--{option.replace('_', '-')} must lie in [0, 1], got {getattr(args, option)}")
+    if args.injected_photometry and not args.injected_truth:
+        raise InputError("--injected-photometry needs --injected-truth")
+    if args.cutouts and not Path(args.cutouts).is_dir():
+        raise InputError(f"--cutouts: {args.cutouts} is not a folder")
     galaxies = validate_galaxies(_read_many(args.galaxies), source=" ".join(map(str, args.galaxies)))
     clumps = _read_many(args.clumps)
     truth = _read_many(args.truth)
@@ -815,6 +891,10 @@ def run(args: argparse.Namespace) -> int:
     baseline = _read_many(args.baseline) if args.baseline else None
     inj_truth = _read_many(args.injected_truth) if args.injected_truth else None
     inj_clumps = _read_many(args.injected_clumps) if args.injected_clumps else None
+    inj_phot = _read_many(args.injected_photometry) if args.injected_photometry else None
+    conditions = (
+        conditions_table(args.cutouts, galaxies["objid"].astype(str), galaxies) if args.cutouts else None
+    )
     evaluate_run(
         clumps,
         truth,
@@ -823,7 +903,10 @@ def run(args: argparse.Namespace) -> int:
         baseline=baseline,
         injected_truth=inj_truth,
         injected_clumps=inj_clumps,
+        injected_photometry=inj_phot,
+        conditions=conditions,
         headline_threshold=args.threshold,
+        score_threshold=args.score_threshold,
         pixel_scale=args.pixel_scale,
         metrics_path=args.metrics,
         min_snr=args.min_snr,

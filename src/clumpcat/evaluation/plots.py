@@ -11,6 +11,8 @@ file                           question
 ``selection_function.png``     What fraction of clumps injected into the run's
                                own cutouts is recovered, against flux ratio and
                                host r magnitude?
+``conditions.png``             Do completeness and purity hold across sky
+                               noise, seeing and PSF shape (issue 10)?
 ``training_curves.png``        Did training converge, and which epoch was kept
                                (best validation F1, Section 4.2)?
 ``colour_colour.png``          Where do normal and odd clumps lie in u-g vs g-r
@@ -48,6 +50,7 @@ __all__ = [
     "plot_completeness_purity",
     "plot_flux_ratio",
     "plot_selection_function",
+    "plot_conditions",
     "plot_training_curves",
     "plot_colour_colour",
     "plot_gallery",
@@ -282,6 +285,84 @@ def plot_selection_function(
         thr = float(tables[key]["threshold"].iloc[0]) if len(tables[key]) else float("nan")
         ax.set_title(f"recovered at score >= {thr:.1f}")
     axes[0].set_ylabel("completeness of injected clumps")
+    return _save(fig, path)
+
+
+# --------------------------------------------------------------------------
+# Completeness and purity per observing condition
+# --------------------------------------------------------------------------
+
+#: Axis titles of the condition panels.
+_CONDITION_TITLES = {
+    "sky_tier": "r-band sky noise / nominal SDSS",
+    "seeing_bin": "r-band seeing (PSF FWHM)",
+    "psf_shape": "PSF shape (wing excess over a Gaussian)",
+}
+
+
+def plot_conditions(table: pd.DataFrame, path: str | Path | None = None) -> Figure:
+    """Completeness and purity per sky-noise tier, seeing bin and PSF shape.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        ``conditions`` table of :func:`clumpcat.evaluation.evaluate.evaluate_run`
+        (columns detector, axis, bin, threshold, n_galaxies, completeness[_lo,
+        _hi], purity[_lo, _hi]).
+    path : str or Path, optional
+        PNG to write.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Two rows (completeness, purity) by three columns (sky tier, seeing,
+        PSF shape); in each axis one line per detector (``gid`` = detector)
+        with x = the bin's position in the order of the table and y = the
+        fraction. Tick labels give the bin and its number of galaxies.
+    """
+    if table.empty:
+        raise InputError("the conditions table is empty")
+    axes_order = [a for a in ("sky_tier", "seeing_bin", "psf_shape") if a in set(table["axis"])]
+    fig = Figure(figsize=(4.2 * len(axes_order), 6.4))
+    axes = np.atleast_2d(fig.subplots(2, len(axes_order), sharey=True, squeeze=False))
+    detectors = list(dict.fromkeys(table["detector"]))
+    for j, axis in enumerate(axes_order):
+        part = table[table["axis"] == axis]
+        bins = list(dict.fromkeys(part["bin"]))
+        counts = part.groupby("bin", sort=False)["n_galaxies"].first()
+        for k, detector in enumerate(detectors):
+            st = _style(detector)
+            rows = part[part["detector"] == detector].set_index("bin").reindex(bins)
+            x = np.arange(len(bins)) + (k - (len(detectors) - 1) / 2) * 0.08
+            for i, col in enumerate(("completeness", "purity")):
+                ok = rows[col].notna().to_numpy()
+                if not ok.any():
+                    continue
+                axes[i, j].errorbar(
+                    x[ok],
+                    rows[col].to_numpy(float)[ok],
+                    yerr=_yerr(rows[ok], col),
+                    color=st["color"],
+                    marker=st["marker"],
+                    ls="-",
+                    lw=1.0,
+                    capsize=2,
+                    label=st["name"],
+                    gid=detector,
+                )
+        for i in range(2):
+            ax = axes[i, j]
+            ax.set_xticks(np.arange(len(bins)))
+            ax.set_xticklabels([f"{b}\n({int(counts[b])} gal)" for b in bins], fontsize=8)
+            ax.set_xlim(-0.5, len(bins) - 0.5)
+            ax.set_ylim(-0.02, 1.05)
+            ax.axhline(0.9, color="0.6", ls=":", lw=1)  # the goal of issue 10
+            ax.grid(alpha=0.3)
+        axes[0, j].set_title(_CONDITION_TITLES.get(axis, axis), fontsize=10)
+    thr = float(table["threshold"].iloc[0])
+    axes[0, 0].set_ylabel(f"completeness at score >= {thr:.2f}")
+    axes[1, 0].set_ylabel(f"purity at score >= {thr:.2f}")
+    axes[0, 0].legend(fontsize=8, loc="lower left")
     return _save(fig, path)
 
 
@@ -634,6 +715,8 @@ def make_figures(
         }
         if sel:
             _make("selection_function", plot_selection_function, sel)
+        if (ev / "conditions.parquet").exists():
+            _make("conditions", plot_conditions, read_table(ev / "conditions.parquet"))
     if training_metrics is not None:
         _make("training_curves", plot_training_curves, read_table(training_metrics))
     if catalogue is not None:
