@@ -7,6 +7,7 @@ import pytest
 
 from clumpcat.errors import ClumpcatWarning
 from clumpcat.postprocess.hostmask import clump_exclusion_mask, in_mask, photometry_mask
+from clumpcat.settings import PostprocessSettings
 from clumpcat.survey.hostsegment import host_galaxy_mask, host_segment_id, segment_host
 
 FWHM = 3.5
@@ -26,7 +27,7 @@ def disc_image(n=160, h=10.0, q=0.6, i0=1.0, sigma=SIGMA, seed=0, star=None):
     return image + rng.normal(0.0, sigma, image.shape)
 
 
-def isophote_area(h=10.0, q=0.6, i0=1.0, sigma=SIGMA, nsigma=0.5):
+def isophote_area(h=10.0, q=0.6, i0=1.0, sigma=SIGMA, nsigma=PostprocessSettings.host_nsigma):
     """Area inside the isophote at nsigma x sigma of an exponential disc."""
     r_iso = h * np.log(i0 / (nsigma * sigma))
     return np.pi * r_iso**2 * q

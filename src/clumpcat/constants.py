@@ -107,7 +107,9 @@ SCORE_THRESHOLD = 0.3
 MERGE_FWHM = 1.0
 #: A detection matches a truth clump within this many FWHM (Section 4.4.2).
 MATCH_FWHM = 0.75
-#: Host segmentation threshold in units of the background RMS (Section 4.3.2).
+#: The paper's host segmentation threshold in units of the background RMS
+#: (Section 4.3.2); the pipeline's default is ``postprocess.host_nsigma``
+#: (settings.py, 0.25: measured to keep the faint outer discs).
 HOST_MASK_NSIGMA = 0.5
 #: Minimum connected pixels of the host segment (released code, DESIGN.md).
 HOST_MASK_NPIXELS = 10

@@ -41,6 +41,7 @@ from scipy.stats import rankdata
 
 from clumpcat.constants import CROP_SIZE
 from clumpcat.detection.classifier import ENCODERS, build_classifier, load_classifier, save_encoder
+from clumpcat.detection.data import split_strata
 from clumpcat.errors import InputError
 from clumpcat.settings import ClassifierSettings
 from clumpcat.tables import read_table
@@ -224,16 +225,11 @@ def stratified_class_split(
     """
     if not np.isclose(sum(fractions), 1.0) or min(fractions) < 0:
         raise InputError(f"split fractions must be >= 0 and sum to 1, got {fractions}")
-    rng = np.random.default_rng(seed)
-    split: dict[str, list[str]] = {"train": [], "val": [], "test": []}
-    for value in (0, 1):
-        members = np.array(labels.index[labels.to_numpy() == value], dtype=object)
-        members = members[rng.permutation(len(members))]
-        n_val = int(round(fractions[1] * len(members)))
-        n_test = int(round(fractions[2] * len(members)))
-        split["val"] += members[:n_val].tolist()
-        split["test"] += members[n_val : n_val + n_test].tolist()
-        split["train"] += members[n_val + n_test :].tolist()
+    split = split_strata(
+        [np.array(labels.index[labels.to_numpy() == value], dtype=object) for value in (0, 1)],
+        fractions,
+        seed,
+    )
     for name, fraction in zip(split, fractions, strict=True):
         classes = set(labels.loc[split[name]]) if split[name] else set()
         if fraction > 0 and classes != {0, 1}:

@@ -27,6 +27,8 @@ from clumpcat.tables import read_table
 __all__ = [
     "TrainingTable",
     "load_training_table",
+    "split_strata",
+    "split_strata",
     "stratified_split",
     "subset_images",
     "CropDataset",
@@ -119,6 +121,37 @@ def load_training_table(
     return TrainingTable(images.reset_index(drop=True), boxes.reset_index(drop=True))
 
 
+def split_strata(strata: Sequence[np.ndarray], fractions: Sequence[float], seed: int) -> dict[str, list]:
+    """Shuffle each stratum and cut it into train/val/test by ``fractions``.
+
+    Parameters
+    ----------
+    strata : sequence of ndarray
+        The members of each stratum (e.g. by odd/normal ratio, Section 4.2, or
+        by class for the App. B classifier).
+    fractions : (float, float, float)
+        Train, validation and test shares; validation and test are rounded
+        per stratum and the training set takes the rest.
+    seed : int
+        Seed of the shuffles.
+
+    Returns
+    -------
+    dict
+        ``train``, ``val`` and ``test`` lists of members.
+    """
+    rng = np.random.default_rng(seed)
+    split: dict[str, list] = {"train": [], "val": [], "test": []}
+    for members in strata:
+        members = np.asarray(members, dtype=object)[rng.permutation(len(members))]
+        n_val = int(round(fractions[1] * len(members)))
+        n_test = int(round(fractions[2] * len(members)))
+        split["val"] += members[:n_val].tolist()
+        split["test"] += members[n_val : n_val + n_test].tolist()
+        split["train"] += members[n_val + n_test :].tolist()
+    return split
+
+
 def stratified_split(
     table: TrainingTable, fractions: tuple[float, float, float] = (0.7, 0.2, 0.1), seed: int = 0
 ) -> dict[str, list[str]]:
@@ -141,16 +174,8 @@ def stratified_split(
     n_boxes = counts["n"].reindex(objids).fillna(0).to_numpy()
     odd = counts["odd"].reindex(objids).fillna(0).to_numpy()
     stratum = np.where(n_boxes == 0, 0, np.where(odd == 0, 1, np.where(odd < 0.5, 2, 3)))
-    rng = np.random.default_rng(seed)
-    split = {"train": [], "val": [], "test": []}
-    for s in np.unique(stratum):
-        members = np.array(objids, dtype=object)[stratum == s]
-        members = members[rng.permutation(len(members))]
-        n_val = int(round(fractions[1] * len(members)))
-        n_test = int(round(fractions[2] * len(members)))
-        split["val"] += members[:n_val].tolist()
-        split["test"] += members[n_val : n_val + n_test].tolist()
-        split["train"] += members[n_val + n_test :].tolist()
+    everyone = np.array(objids, dtype=object)
+    split = split_strata([everyone[stratum == s] for s in np.unique(stratum)], fractions, seed)
     # Small strata round to zero: keep at least one validation and, where asked
     # for, one test image whenever there are enough images.
     for name, fraction in (("val", fractions[1]), ("test", fractions[2])):

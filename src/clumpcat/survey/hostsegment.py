@@ -30,8 +30,9 @@ from photutils.segmentation import SegmentationImage, detect_sources
 from photutils.utils import NoDetectionsWarning
 from scipy import ndimage
 
-from clumpcat.constants import HOST_MASK_NPIXELS, HOST_MASK_NSIGMA
+from clumpcat.constants import HOST_MASK_NPIXELS
 from clumpcat.errors import ClumpcatWarning
+from clumpcat.settings import PostprocessSettings
 
 __all__ = [
     "HostSegment",
@@ -215,7 +216,7 @@ def segment_host(
     image_r: np.ndarray,
     fwhm_px: float,
     *,
-    nsigma: float = HOST_MASK_NSIGMA,
+    nsigma: float = PostprocessSettings.host_nsigma,
     npixels: int = HOST_MASK_NPIXELS,
     box_size: int | None = None,
     centre: tuple[float, float] | None = None,
@@ -329,7 +330,7 @@ def host_galaxy_mask(
     image_r: np.ndarray,
     fwhm_px: float,
     *,
-    nsigma: float = HOST_MASK_NSIGMA,
+    nsigma: float = PostprocessSettings.host_nsigma,
     npixels: int = HOST_MASK_NPIXELS,
     box_size: int | None = None,
     centre: tuple[float, float] | None = None,
