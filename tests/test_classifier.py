@@ -196,75 +196,26 @@ def test_a_killed_run_resumes_after_its_last_epoch(tmp_path):
 def test_cli_errors_name_the_option_and_the_file(tmp_path, caplog):
     render, truth = _render_set(tmp_path, n=6, size=40)
     caplog.set_level(logging.ERROR)
-    out = str(tmp_path / "o")
-    assert (
-        main(
-            [
-                "train-classifier",
-                "--render",
-                str(render),
-                "--truth",
-                str(tmp_path / "nope.parquet"),
-                "--out-dir",
-                out,
-            ]
-        )
-        == 1
-    )
-    assert "--truth: no such file" in caplog.text and "nope.parquet" in caplog.text
-    assert (
-        main(
-            [
-                "train-classifier",
-                "--render",
-                str(render),
-                "--truth",
-                str(truth),
-                "--out-dir",
-                out,
-                "--min-flux-ratio",
-                "-0.1",
-            ]
-        )
-        == 1
-    )
-    assert "classifier.min_flux_ratio (--min-flux-ratio) must be >= 0" in caplog.text
-    assert (
-        main(
-            [
-                "train-classifier",
-                "--render",
-                str(render),
-                "--truth",
-                str(truth),
-                "--out-dir",
-                out,
-                "--init",
-                "zoobot",
-            ]
-        )
-        == 1
-    )
-    assert "--init zoobot loads ResNet50 weights: use --encoder resnet50" in caplog.text
-    assert (
-        main(
-            [
-                "train-classifier",
-                "--render",
-                str(render),
-                "--truth",
-                str(truth),
-                "--out-dir",
-                out,
-                "--encoder",
-                "resnet50",
-                "--init",
-                "imagenet",
-            ]
-        )
-        == 1
-    )
-    assert "--init-weights FILE (config key weights.imagenet" in caplog.text
+    missing = tmp_path / "nope.parquet"
+
+    def train(truth_path, *options):
+        args = ["train-classifier", "--render", str(render), "--truth", str(truth_path)]
+        return main([*args, "--out-dir", str(tmp_path / "o"), *options])
+
+    cases = [
+        ((missing,), ["--truth: no such file", "nope.parquet"]),
+        ((truth, "--min-flux-ratio", "-0.1"), ["classifier.min_flux_ratio (--min-flux-ratio) must be >= 0"]),
+        ((truth, "--init", "zoobot"), ["--init zoobot loads ResNet50 weights: use --encoder resnet50"]),
+        (
+            (truth, "--encoder", "resnet50", "--init", "imagenet"),
+            ["--init-weights FILE (config key weights.imagenet"],
+        ),
+    ]
+    for args, messages in cases:
+        caplog.clear()
+        assert train(*args) == 1, args
+        for message in messages:
+            assert message in caplog.text, (args, caplog.text)
 
 
 @pytest.mark.xdist_group("workflow")
