@@ -49,7 +49,7 @@ def survey(tmp_path_factory):
         _simulate(
             "--seed", 11, "--first", first, "--count", 2,
             "--galaxies", shard / "galaxies.parquet", "--truth", shard / "truth.parquet",
-            "--cutouts", root / "shards" / "cutouts", "--status", shard / "status.parquet",
+            "--cutouts", root / "shards" / "cutouts", "--status-out", shard / "status.parquet",
         )  # fmt: skip
     return root
 

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 
 from clumpcat.errors import InputError
 
-__all__ = ["read_table", "write_table", "field_metadata", "ColumnDoc"]
+__all__ = ["read_table", "read_tables", "write_table", "field_metadata", "ColumnDoc"]
 
 #: (unit, description) of a column; unit "" for dimensionless or text.
 ColumnDoc = tuple[str, str]
@@ -53,6 +53,29 @@ def read_table(path: str | Path, columns: list[str] | None = None) -> pd.DataFra
     except (OSError, ValueError, pa.ArrowException) as exc:
         raise InputError(f"{path}: cannot read table ({exc})") from exc
     raise InputError(f"{path}: table must be .parquet or .csv, got '{suffix}'")
+
+
+def read_tables(specs) -> pd.DataFrame | None:
+    """Read and concatenate tables given as paths (one, or a list; commas also split).
+
+    Every table of a table option may be given at once, e.g. one per shard.
+
+    Parameters
+    ----------
+    specs : path or sequence of paths, optional
+
+    Returns
+    -------
+    pandas.DataFrame or None
+        None when no path is given.
+    """
+    if not specs:
+        return None
+    specs = [specs] if isinstance(specs, str | Path) else list(specs)
+    frames = [read_table(p) for spec in specs for p in str(spec).split(",") if p]
+    if not frames:
+        return None
+    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
 
 def field_metadata(table: pa.Table) -> dict[str, ColumnDoc]:

@@ -51,7 +51,7 @@ if FETCH and SURVEY == "sdss":
         conda:
             ENV
         shell:
-            "clumpcat fetch sdss --galaxies {input.galaxies:q} --status {output.status:q} "
+            "clumpcat fetch sdss --galaxies {input.galaxies:q} --status-out {output.status:q} "
             "--info {output.info:q} --cutouts {params.cutouts:q} --cache {params.cache:q} "
             "--sas-root {params.sas_root:q} --skyserver-url {params.skyserver:q} "
             "--max-outside {params.max_outside} {params.common} --log {log:q}"
@@ -94,7 +94,7 @@ if FETCH and SURVEY == "hsc":
         conda:
             ENV
         shell:
-            "clumpcat fetch hsc --galaxies {input.galaxies:q} --status {output.status:q} "
+            "clumpcat fetch hsc --galaxies {input.galaxies:q} --status-out {output.status:q} "
             "--info {output.info:q} --cutouts {params.cutouts:q} --cache {params.cache:q} "
             "--das-url {params.das_url:q} --psf-url {params.psf_url:q} --rerun {params.rerun} "
             "--username-env {params.username_env} --password-env {params.password_env} "

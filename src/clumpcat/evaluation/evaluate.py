@@ -58,7 +58,7 @@ from clumpcat.matching import (
     truth_match_scores,
 )
 from clumpcat.survey.galaxies import validate_galaxies
-from clumpcat.tables import ColumnDoc, read_table, write_table
+from clumpcat.tables import ColumnDoc, read_tables, write_table
 
 __all__ = [
     "HEADLINE_THRESHOLD",
@@ -855,17 +855,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _read_many(specs) -> pd.DataFrame:
-    """Read and concatenate tables given as paths (a list; commas also split).
-
-    Every table of a table option may be given at once, e.g. one per shard.
-    """
-    specs = [specs] if isinstance(specs, str | Path) else list(specs)
-    paths = [p for spec in specs for p in str(spec).split(",") if p]
-    if not paths:
-        raise InputError("no table given")
-    frames = [read_table(p) for p in paths]
-    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+def _read_required(specs, option: str) -> pd.DataFrame:
+    table = read_tables(specs)
+    if table is None:
+        raise InputError(f"{option}: no table given")
+    return table
 
 
 def run(args: argparse.Namespace) -> int:
@@ -879,19 +873,21 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--injected-photometry needs --injected-truth")
     if args.cutouts and not Path(args.cutouts).is_dir():
         raise InputError(f"--cutouts: {args.cutouts} is not a folder")
-    galaxies = validate_galaxies(_read_many(args.galaxies), source=" ".join(map(str, args.galaxies)))
-    clumps = _read_many(args.clumps)
-    truth = _read_many(args.truth)
+    galaxies = validate_galaxies(
+        _read_required(args.galaxies, "--galaxies"), source=" ".join(map(str, args.galaxies))
+    )
+    clumps = _read_required(args.clumps, "--clumps")
+    truth = _read_required(args.truth, "--truth")
     for frame, name in ((clumps, "clumps"), (truth, "truth")):
         missing = [c for c in ("objid", "x", "y") if c not in frame.columns]
         if missing:
             raise InputError(f"{name} table lacks column(s) {', '.join(missing)}")
     if "score" not in clumps.columns:
         raise InputError("clumps table lacks column 'score'")
-    baseline = _read_many(args.baseline) if args.baseline else None
-    inj_truth = _read_many(args.injected_truth) if args.injected_truth else None
-    inj_clumps = _read_many(args.injected_clumps) if args.injected_clumps else None
-    inj_phot = _read_many(args.injected_photometry) if args.injected_photometry else None
+    baseline = read_tables(args.baseline) if args.baseline else None
+    inj_truth = read_tables(args.injected_truth) if args.injected_truth else None
+    inj_clumps = read_tables(args.injected_clumps) if args.injected_clumps else None
+    inj_phot = read_tables(args.injected_photometry) if args.injected_photometry else None
     conditions = (
         conditions_table(args.cutouts, galaxies["objid"].astype(str), galaxies) if args.cutouts else None
     )

@@ -43,7 +43,7 @@ from matplotlib.patches import Circle, Rectangle
 
 from clumpcat.constants import LABELS, MATCH_FWHM, RENDER_SIZE
 from clumpcat.errors import InputError
-from clumpcat.tables import read_table
+from clumpcat.tables import read_table, read_tables
 
 __all__ = [
     "DETECTOR_STYLE",
@@ -653,15 +653,6 @@ def plot_gallery(
 # --------------------------------------------------------------------------
 
 
-def _read_many(specs) -> pd.DataFrame | None:
-    """Concatenate the tables given (a list of paths; commas also split), or None."""
-    if not specs:
-        return None
-    specs = [specs] if isinstance(specs, str | Path) else list(specs)
-    frames = [read_table(p) for spec in specs for p in str(spec).split(",") if p]
-    return pd.concat(frames, ignore_index=True) if frames else None
-
-
 def make_figures(
     out_dir: str | Path,
     *,
@@ -750,10 +741,10 @@ def run(args: argparse.Namespace) -> int:
         args.out_dir,
         evaluation_dir=args.evaluation,
         training_metrics=args.training_metrics,
-        catalogue=_read_many(args.catalogue),
-        render=_read_many(args.render),
-        detections=_read_many(args.clumps),
-        truth=_read_many(args.truth),
+        catalogue=read_tables(args.catalogue),
+        render=read_tables(args.render),
+        detections=read_tables(args.clumps),
+        truth=read_tables(args.truth),
         threshold=args.threshold,
         gallery_size=args.gallery_size,
     )

@@ -5,7 +5,7 @@ Examples
 SDSS from the public SAS (frames cached once, however many shards use them)::
 
     clumpcat fetch sdss --galaxies shards/0/galaxies.parquet \\
-        --status shards/0/status-fetch.parquet --cutouts results/cutouts \\
+        --status-out shards/0/status-fetch.parquet --cutouts results/cutouts \\
         --cache ~/.cache/clumpcat/sas --sas-root https://data.sdss.org/sas
 
 SDSS from a local mirror with the SAS layout::
@@ -14,7 +14,7 @@ SDSS from a local mirror with the SAS layout::
 
 HSC PDR3 (credentials in HSC_SSP_CAS_USERNAME / HSC_SSP_CAS_PASSWORD or ~/.netrc)::
 
-    clumpcat fetch hsc --galaxies G.parquet --status S.parquet --cutouts C --cache CACHE
+    clumpcat fetch hsc --galaxies G.parquet --status-out S.parquet --cutouts C --cache CACHE
 
 Exit status: 0 when the status table is written (failed galaxies are in it
 with their reason); 1 when a host could not be reached and
@@ -62,12 +62,12 @@ def _common(p: argparse.ArgumentParser) -> None:
         "--galaxies", required=True, metavar="TABLE", help="galaxy table of the shard (Parquet or CSV)"
     )
     p.add_argument(
-        "--status", required=True, metavar="PARQUET", help="status table to write (status-fetch.parquet)"
+        "--status-out", required=True, metavar="PARQUET", help="status table to write (status-fetch.parquet)"
     )
     p.add_argument("--cutouts", required=True, metavar="DIR", help="folder receiving {objid}.fits")
     p.add_argument("--cache", metavar="DIR", help="download cache (required for a URL archive)")
     p.add_argument(
-        "--upstream",
+        "--status-in",
         metavar="PARQUET",
         help="previous stage's status table; only its ok galaxies are fetched",
     )
@@ -166,7 +166,7 @@ def _policy(args) -> RetryPolicy:
 def _shard(args):
     galaxies = read_galaxies(args.galaxies)
     objids = galaxies["objid"].tolist()
-    upstream = read_status(args.upstream)
+    upstream = read_status(args.status_in)
     galaxies = galaxies[galaxies["objid"].isin(pending(objids, upstream))]
     return objids, galaxies, upstream
 
@@ -176,12 +176,12 @@ def _finish(args, objids, upstream, result: FetchResult) -> int:
         message = result.undone_message()
         if args.on_network_error == "fail":
             raise NetworkError(
-                f"{message}. No status table written to {args.status}; cutouts fetched so far are kept, "
+                f"{message}. No status table written to {args.status_out}; cutouts fetched so far are kept, "
                 "and a rerun fetches only the missing ones"
             )
-        log.error("%s; recorded as failed in %s", message, args.status)
+        log.error("%s; recorded as failed in %s", message, args.status_out)
     entries = result.ledger_entries(record_undone=True)
-    write_status(args.status, objids, entries, upstream=upstream)
+    write_status(args.status_out, objids, entries, upstream=upstream)
     if args.info:
         write_table(result.info_frame(), args.info, INFO_COLUMNS)
     n_fail = len(entries)
@@ -190,7 +190,7 @@ def _finish(args, objids, upstream, result: FetchResult) -> int:
         len(objids) - n_fail,
         len(objids),
         n_fail,
-        args.status,
+        args.status_out,
     )
     return 0
 

@@ -553,10 +553,6 @@ class ArchiveRoot:
         """Host of a URL root, or the mirror folder."""
         return host_of(self.url) if self.url else str(self.folder)
 
-    def url_of(self, relpath: str) -> str:
-        """URL (or mirror path) of a file, for messages."""
-        return self.url + relpath if self.url else str(self.folder / relpath)
-
     def fetch(self, relpath: str, load: Callable[[Path], T]) -> T:
         """Return ``load(path)`` of an archive file, downloading it if needed.
 

@@ -47,7 +47,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--galaxies", type=Path, help="galaxy table to write (default OUT/galaxies.parquet)")
     parser.add_argument("--truth", type=Path, help="truth table to write (default OUT/truth.parquet)")
     parser.add_argument("--cutouts", type=Path, help="cutout folder (default OUT/cutouts)")
-    parser.add_argument("--status", type=Path, help="also write a status table (every galaxy ok)")
+    parser.add_argument("--status-out", type=Path, help="also write a status table (every galaxy ok)")
     SimulateSettings.add_options(parser)
 
 
@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     }
     write_table(galaxies, galaxies_path, galaxy_docs(), meta)
     write_table(truth, truth_path, TRUTH_COLUMNS, meta)
-    if args.status is not None:
-        write_status(args.status, galaxies["objid"].tolist(), [])
+    if args.status_out is not None:
+        write_status(args.status_out, galaxies["objid"].tolist(), [])
     log.info("wrote %s and %s", galaxies_path, truth_path)
     return 0

@@ -19,7 +19,6 @@ from clumpcat.constants import SDSS_BANDS
 
 __all__ = [
     "colours_to_sed",
-    "sed_to_colours",
     "bulge_colours",
     "disc_colours",
     "arm_colours",
@@ -53,12 +52,6 @@ def colours_to_sed(colours) -> np.ndarray:
     ug, gr, ri, iz = (float(c) for c in colours)
     rel_mag = np.array([ug + gr, gr, 0.0, -ri, -ri - iz])
     return 10.0 ** (-0.4 * rel_mag)
-
-
-def sed_to_colours(fluxes) -> np.ndarray:
-    """Inverse of :func:`colours_to_sed` for positive ugriz fluxes."""
-    mags = -2.5 * np.log10(np.asarray(fluxes, dtype=float))
-    return -np.diff(mags)
 
 
 def bulge_colours(rng: np.random.Generator) -> tuple[float, float, float, float]:
