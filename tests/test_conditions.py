@@ -16,11 +16,13 @@ from clumpcat.evaluation.conditions import (
     psf_wing_excess,
     seeing_bin,
     sky_noise_tier,
+    stored_host_masks,
 )
 from clumpcat.evaluation.evaluate import evaluate_run, truth_boxes
 from clumpcat.evaluation.pulls import pull_summary, pull_table
 from clumpcat.survey.cutouts import write_cutout
 from clumpcat.survey.psf import draw_psf
+from clumpcat.survey.segments import GalaxySegment, SegmentSet, write_segments
 from clumpcat.tables import write_table
 
 from .conftest import synthetic_cutout
@@ -62,6 +64,28 @@ def test_tier_and_bins_from_a_cutout_of_known_noise_and_psf():
     # A finer pixel grid of the same depth per unit area reads the same tier.
     row = measure_conditions(_cutout(tier=2.2, pixel_scale=0.2, ivar=False, seed=4))
     assert row["sky_tier"] == "x2.2"
+
+
+def test_the_stored_host_segment_sets_the_sky(tmp_path):
+    # Noise three times higher on the right half: with the stored segment
+    # covering that half, the sky is the left half and reads x1; segmented
+    # afresh (the noisy half is not a galaxy) the sky is both halves.
+    cut = _cutout(tier=1.0, ivar=False, seed=5)
+    rng = np.random.default_rng(6)
+    image = cut.images["r"].copy()
+    image[:, 48:] += rng.normal(0.0, 2.0 * NOMINAL_SKY_SIGMA_R, image[:, 48:].shape)
+    cut = replace(cut, images={**cut.images, "r": image})
+    host = np.zeros(image.shape, dtype=bool)
+    host[:, 48:] = True
+    stored = measure_conditions(cut, host_mask=host)
+    fresh = measure_conditions(cut)
+    assert stored["sky_noise_ratio"] == pytest.approx(1.0, rel=0.1)
+    assert fresh["sky_noise_ratio"] > 1.3
+    # the shard file round trip: what `clumpcat segment` stored is what is used
+    segments = SegmentSet({"g0": GalaxySegment("g0", host, (48.0, 48.0), 0.0, 3.5)}, {"g1": "no host"}, {})
+    write_segments(tmp_path / "segments.npz", segments)
+    masks = stored_host_masks([tmp_path / "segments.npz"])
+    assert list(masks) == ["g0"] and np.array_equal(masks["g0"], host)
 
 
 def test_tiers_are_nearest_in_log_and_seeing_edges():

@@ -272,6 +272,7 @@ def evaluation_inputs(wildcards):
         "clumps": f"{RESULTS}/clumps.parquet",
         "galaxies": all_shards("survey", "galaxies.parquet"),
         "truth": config["truth"] or all_shards("survey", "truth.parquet"),
+        "segments": all_shards("survey", "segments.npz"),
     }
     if config["evaluate"]["baseline"]:
         inputs["baseline"] = all_shards("survey", "baseline.parquet")
@@ -284,7 +285,7 @@ def evaluation_inputs(wildcards):
 
 def evaluation_options(wildcards, input):
     options = [f"--cutouts {cutout_dir('survey')}"]
-    for key in ("baseline", "injected_truth", "injected_clumps", "injected_photometry"):
+    for key in ("segments", "baseline", "injected_truth", "injected_clumps", "injected_photometry"):
         if key in input.keys():
             options.append(f"--{key.replace('_', '-')} {' '.join(input[key])}")
     return " ".join(options)

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +42,7 @@ from clumpcat.paths import objid_path
 from clumpcat.survey.cutouts import Cutout, read_cutout
 from clumpcat.survey.hostsegment import host_galaxy_mask
 from clumpcat.survey.psf import draw_psf, encircled_energy, measure_fwhm
+from clumpcat.survey.segments import read_segments
 
 __all__ = [
     "NOMINAL_SKY_SIGMA_R",
@@ -58,8 +59,10 @@ __all__ = [
     "seeing_bin",
     "psf_wing_excess",
     "psf_shape",
+    "stored_host_masks",
     "measure_conditions",
     "conditions_table",
+    "stored_host_masks",
     "condition_bins",
     "completeness_purity_by_condition",
     "conditions_block",
@@ -206,7 +209,25 @@ def _detection_band(cutout: Cutout) -> str | None:
     return None
 
 
-def measure_conditions(cutout: Cutout, nominal_sky_sigma: float = NOMINAL_SKY_SIGMA_R) -> dict:
+def _unknown_row(objid: str, fwhm_arcsec: float = float("nan")) -> dict:
+    """A galaxy's conditions before (or without) measuring them."""
+    return {
+        "objid": objid,
+        "condition_band": "",
+        "sky_sigma": float("nan"),
+        "noise_source": "",
+        "sky_noise_ratio": float("nan"),
+        "sky_tier": UNKNOWN,
+        "psf_fwhm_arcsec": fwhm_arcsec,
+        "seeing_bin": seeing_bin(fwhm_arcsec),
+        "psf_wing_excess": float("nan"),
+        "psf_shape": UNKNOWN,
+    }
+
+
+def measure_conditions(
+    cutout: Cutout, nominal_sky_sigma: float = NOMINAL_SKY_SIGMA_R, host_mask: np.ndarray | None = None
+) -> dict:
     """Sky noise, seeing and PSF shape of one cutout, measured in the r band.
 
     Parameters
@@ -215,6 +236,9 @@ def measure_conditions(cutout: Cutout, nominal_sky_sigma: float = NOMINAL_SKY_SI
         The galaxy's cutout (falls back to i, then g, when it has no r band).
     nominal_sky_sigma : float
         Nominal sky noise per 0.396" pixel (nanomaggy) that defines tier x1.
+    host_mask : ndarray of bool, optional
+        The galaxy's stored host segment (``segments.npz``, the one every
+        stage uses); segmented here with the default settings when not given.
 
     Returns
     -------
@@ -227,25 +251,17 @@ def measure_conditions(cutout: Cutout, nominal_sky_sigma: float = NOMINAL_SKY_SI
         (NaN without a PSF image); ``psf_shape``.
     """
     band = _detection_band(cutout)
-    row = {
-        "objid": str(cutout.objid),
-        "condition_band": band or "",
-        "sky_sigma": float("nan"),
-        "noise_source": "",
-        "sky_noise_ratio": float("nan"),
-        "sky_tier": UNKNOWN,
-        "psf_fwhm_arcsec": float("nan"),
-        "seeing_bin": UNKNOWN,
-        "psf_wing_excess": float("nan"),
-        "psf_shape": UNKNOWN,
-    }
+    row = _unknown_row(str(cutout.objid))
     if band is None:
         return row
+    row["condition_band"] = band
     image = cutout.images[band]
     fwhm_px = cutout.fwhm_pixels(band)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ClumpcatWarning)
-        host = host_galaxy_mask(image, fwhm_px)
+    host = host_mask
+    if host is None or host.shape != image.shape:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ClumpcatWarning)
+            host = host_galaxy_mask(image, fwhm_px)
     # Sky = outside the host segment; a galaxy filling the cutout leaves the
     # whole image, which overestimates the noise only through its Poisson part.
     sky = ~host if (~host).sum() >= 0.1 * host.size else None
@@ -267,8 +283,26 @@ def measure_conditions(cutout: Cutout, nominal_sky_sigma: float = NOMINAL_SKY_SI
     return row
 
 
+def stored_host_masks(paths: Iterable[str | Path]) -> dict[str, np.ndarray]:
+    """objid -> host segment from the shards' ``segments.npz`` (galaxies with one found).
+
+    The conditions then measure the sky outside the same host that
+    post-processing, photometry and the baseline used, without segmenting
+    every galaxy again.
+    """
+    masks = {}
+    for path in paths:
+        for objid, segment in read_segments(path).segments.items():
+            if segment.found:
+                masks[objid] = segment.mask
+    return masks
+
+
 def conditions_table(
-    cutout_dir: str | Path | None, objids: Iterable, galaxies: pd.DataFrame | None = None
+    cutout_dir: str | Path | None,
+    objids: Iterable,
+    galaxies: pd.DataFrame | None = None,
+    host_masks: Mapping[str, np.ndarray] | None = None,
 ) -> pd.DataFrame:
     """Conditions of every galaxy, one cutout read per galaxy.
 
@@ -281,6 +315,9 @@ def conditions_table(
     galaxies : pandas.DataFrame, optional
         Galaxy table; its ``psf_fwhm_r`` (arcsec) gives the seeing bin of a
         galaxy whose cutout cannot be read.
+    host_masks : mapping of str to ndarray, optional
+        objid -> stored host segment (:func:`stored_host_masks`); galaxies
+        without one are segmented here.
 
     Returns
     -------
@@ -296,23 +333,13 @@ def conditions_table(
         row = None
         if cutout_dir is not None:
             try:
-                row = measure_conditions(read_cutout(objid_path(cutout_dir, objid, ".fits")))
+                cutout = read_cutout(objid_path(cutout_dir, objid, ".fits"))
+                mask = host_masks.get(objid) if host_masks is not None else None
+                row = measure_conditions(cutout, host_mask=mask)
             except (ClumpcatError, OSError, ValueError) as exc:
                 unread.append(f"{objid} ({exc})")
         if row is None:
-            fwhm = fallback.get(objid, float("nan"))
-            row = {
-                "objid": objid,
-                "condition_band": "",
-                "sky_sigma": float("nan"),
-                "noise_source": "",
-                "sky_noise_ratio": float("nan"),
-                "sky_tier": UNKNOWN,
-                "psf_fwhm_arcsec": fwhm,
-                "seeing_bin": seeing_bin(fwhm),
-                "psf_wing_excess": float("nan"),
-                "psf_shape": UNKNOWN,
-            }
+            row = _unknown_row(objid, fallback.get(objid, float("nan")))
         rows.append(row)
     if unread:
         log.warning(

@@ -47,6 +47,7 @@ from clumpcat.evaluation.conditions import (
     completeness_purity_by_condition,
     conditions_block,
     conditions_table,
+    stored_host_masks,
 )
 from clumpcat.evaluation.pulls import pull_bands, pull_summary, pull_table
 from clumpcat.matching import (
@@ -830,6 +831,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--cutouts", help="folder of the evaluated galaxies' cutouts, to measure their observing conditions"
     )
+    parser.add_argument(
+        "--segments",
+        nargs="+",
+        metavar="NPZ",
+        help="the shards' segments.npz: the host segments the conditions' sky excludes",
+    )
     parser.add_argument("--out-dir", required=True, help="folder for metrics.json and the tables")
     parser.add_argument("--metrics", help="write metrics.json here instead of OUT_DIR/metrics.json")
     parser.add_argument(
@@ -889,7 +896,14 @@ def run(args: argparse.Namespace) -> int:
     inj_clumps = read_tables(args.injected_clumps) if args.injected_clumps else None
     inj_phot = read_tables(args.injected_photometry) if args.injected_photometry else None
     conditions = (
-        conditions_table(args.cutouts, galaxies["objid"].astype(str), galaxies) if args.cutouts else None
+        conditions_table(
+            args.cutouts,
+            galaxies["objid"].astype(str),
+            galaxies,
+            host_masks=stored_host_masks(args.segments) if args.segments else None,
+        )
+        if args.cutouts
+        else None
     )
     evaluate_run(
         clumps,
