@@ -28,7 +28,6 @@ __all__ = [
     "MOFFAT_BETA",
     "PROFILES",
     "encircled_energy",
-    "surface_density",
     "gaussian_aperture_correction",
     "moffat_aperture_correction",
     "aperture_correction",
@@ -100,38 +99,6 @@ def encircled_energy(radius_fwhm, profile: str = "gaussian", beta: float = MOFFA
     else:
         raise ValueError(f"PSF profile must be one of {', '.join(PROFILES)}, got {profile!r}")
     return frac if frac.ndim else float(frac)
-
-
-def surface_density(radius_fwhm, profile: str = "gaussian", beta: float = MOFFAT_BETA):
-    """Unit-flux circular PSF per unit area, radius and area in FWHM units.
-
-    Parameters
-    ----------
-    radius_fwhm : float or array_like
-        Distance from the PSF centre divided by the FWHM (>= 0).
-    profile : {'gaussian', 'moffat'}
-    beta : float
-        Moffat index (> 1).
-
-    Returns
-    -------
-    float or ndarray
-        Flux per FWHM^2; divide by FWHM^2 in pixels for the flux per pixel.
-        Its integral over the plane is 1 (the derivative of
-        :func:`encircled_energy` divided by ``2 pi r``).
-    """
-    r2 = np.asarray(radius_fwhm, dtype=float) ** 2
-    if profile == "gaussian":
-        sigma2 = 1.0 / (8.0 * np.log(2.0))
-        out = np.exp(-r2 / (2.0 * sigma2)) / (2.0 * np.pi * sigma2)
-    elif profile == "moffat":
-        if not np.isfinite(beta) or beta <= 1.0:
-            raise ValueError(f"Moffat beta must be > 1 (finite total flux), got {beta!r}")
-        alpha2 = 1.0 / (4.0 * (2.0 ** (1.0 / beta) - 1.0))
-        out = (beta - 1.0) / (np.pi * alpha2) * np.power(1.0 + r2 / alpha2, -beta)
-    else:
-        raise ValueError(f"PSF profile must be one of {', '.join(PROFILES)}, got {profile!r}")
-    return out if out.ndim else float(out)
 
 
 def gaussian_aperture_correction(radius_fwhm):
