@@ -18,7 +18,7 @@ from clumpcat.catalogue.writer import (
     last_status_path,
     write_fits_catalogue,
 )
-from clumpcat.constants import EXTINCTION_R, NANOMAGGY_JY, SDSS_BANDS
+from clumpcat.constants import EXTINCTION_R, HSC_BANDS, HSC_EXTINCTION_R, NANOMAGGY_JY, SDSS_BANDS
 from clumpcat.errors import InputError
 from clumpcat.ledger import LedgerEntry, write_status
 from clumpcat.photometry.apertures import (
@@ -27,7 +27,7 @@ from clumpcat.photometry.apertures import (
     photometry_metadata,
     photometry_shard,
 )
-from clumpcat.survey.cutouts import write_cutout
+from clumpcat.survey.cutouts import Cutout, write_cutout
 from clumpcat.survey.psf import draw_psf
 from clumpcat.tables import field_metadata, write_table
 
@@ -321,3 +321,93 @@ def test_unknown_label_is_an_error():
     phot["objid"] = "other"
     with pytest.raises(InputError, match="not in the shard's galaxy table: other"):
         catalogue_rows(galaxies, phot, model)
+
+
+#: HSC bands of the test cutout and the synthetic SDSS band whose pixels each takes.
+HSC_FROM_SDSS = {"g": "g", "r": "r", "i": "i", "z": "z", "y": "z"}
+HSC_EBV = 0.06
+
+
+def make_hsc_shard(root, seed=5):
+    """A grizy shard measured as photometry does for survey=hsc (galaxy table with host_mag_g..y)."""
+    rng = np.random.default_rng(seed)
+    shard, cut_dir = root / "shards" / "hsc", root / "cutouts"
+    shard.mkdir(parents=True)
+    rows, clumps = [], []
+    for k, objid in enumerate(["h0", "h1"]):
+        row = _galaxy_row(objid, k)
+        row.update(ebv=HSC_EBV, host_mag_u=np.nan, host_mag_y=16.2, host_mag_err_y=0.03)
+        rows.append(row)
+        sdss, truth, _ = make_synthetic_galaxy(rng, objid, size=64, n_clumps=2, scale_px=6.0)
+        cutout = Cutout(
+            objid,
+            {h: sdss.images[s] for h, s in HSC_FROM_SDSS.items()},
+            sdss.wcs,
+            {h: sdss.psf_fwhm[s] for h, s in HSC_FROM_SDSS.items()},
+            {h: sdss.ivar[s] for h, s in HSC_FROM_SDSS.items()},
+        )
+        write_cutout(cut_dir / f"{objid}.fits", cutout)
+        clumps.append(clumps_from_truth(truth))
+    galaxies, clumps = pd.DataFrame(rows), pd.concat(clumps, ignore_index=True)
+    write_table(galaxies, shard / "galaxies.parquet")
+    write_table(clumps, shard / "clumps.parquet")
+    status = write_status(shard / "status-postprocess.parquet", galaxies["objid"], [])
+    phot, failures = photometry_shard(
+        galaxies,
+        clumps,
+        cut_dir,
+        ["h0", "h1"],
+        bands=HSC_BANDS,
+        survey="hsc",
+        ebv_source="table",
+        host_mask_fn=None,
+    )
+    assert not failures
+    write_table(phot, shard / "photometry.parquet", photometry_columns(HSC_BANDS))
+    write_status(shard / "status-photometry.parquet", galaxies["objid"], [], upstream=status)
+    return shard
+
+
+def test_hsc_rows_extinction_flux_ratio_and_y_band(results, tmp_path):
+    """HSC rows: HSC R_b in grizy, the g-band flux ratio and its flags, y kept; SDSS rows keep u."""
+    root, _out = results
+    hsc = make_hsc_shard(tmp_path)
+    summary = build_catalogue([root / "shards" / "000", hsc], tmp_path / "out")
+    assert summary.n_catalogue == 5  # a0's one clump above the cut, h0 and h1 two each
+    model = load_datamodel()
+    assert model.names[:67] == RELEASED  # the published columns stay first, in order
+    cat = pd.read_parquet(tmp_path / "out" / "catalogue.parquet")
+    sdss, rows = cat[cat["objid"] == "a0"].iloc[0], cat[cat["objid"].str.startswith("h")]
+    assert len(rows) == 4 and set(rows["survey"]) == {"hsc"} and set(rows["clump_flux_ratio_band"]) == {"g"}
+    assert (sdss["survey"], sdss["clump_flux_ratio_band"]) == ("sdss", "u")
+    for band in HSC_BANDS:
+        r_b = HSC_EXTINCTION_R[band]
+        assert rows[f"clump_ext_mag_{band}"].to_numpy() == pytest.approx(r_b * HSC_EBV)
+        assert rows[f"clump_mag_corr_{band}"].to_numpy() == pytest.approx(
+            rows[f"clump_mag_{band}"] - r_b * HSC_EBV
+        )
+        assert rows[f"galaxy_mag_corr_{band}"].to_numpy() == pytest.approx(
+            rows[f"galaxy_mag_{band}"] - r_b * HSC_EBV
+        )
+        assert np.isfinite(rows[f"clump_flux_{band}"]).all()
+    # The ratio is the g-band clump flux over the host's g flux, both in Jy; the flags follow it.
+    ratio = rows["clump_flux_g"] / rows["galaxy_flux_g"]
+    assert rows["clump_flux_ratio"].to_numpy() == pytest.approx(ratio.to_numpy(), rel=1e-9)
+    assert (rows["is_clump_3pct"] == (ratio >= 0.03)).all() and (
+        rows["is_clump_8pct"] == (ratio >= 0.08)
+    ).all()
+    assert rows["is_clump_3pct"].any()
+    assert rows["clump_flux_u"].isna().all() and rows["galaxy_mag_corr_u"].isna().all()
+    assert rows["galaxy_flux_y"].to_numpy() == pytest.approx(NANOMAGGY_JY * 10 ** ((22.5 - 16.2) / 2.5))
+    assert np.isfinite(rows[["clump_mag_corr_y", "clump_mag_corr_z_y", "clump_mag_err_y"]]).all().all()
+    assert set(rows["apcorr_source_y"]) == {"gaussian"} and (rows["phot_flag_y"] == 0).all()
+    assert (
+        pd.isna(sdss["clump_flux_y"]) and pd.isna(sdss["clump_mag_corr_y"]) and pd.isna(sdss["galaxy_mag_y"])
+    )
+    assert sdss["clump_ext_mag_u"] == pytest.approx(EXTINCTION_R["u"] * 0.04)
+    # FITS carries the same columns and values.
+    table = Table.read(tmp_path / "out" / "catalogue.fits", hdu=1)
+    assert table.colnames == model.names
+    np.testing.assert_allclose(np.asarray(table["clump_flux_y"]), cat["clump_flux_y"])
+    assert list(table["clump_flux_ratio_band"]) == list(cat["clump_flux_ratio_band"])
+    assert list(table["is_clump_3pct"]) == list(cat["is_clump_3pct"])

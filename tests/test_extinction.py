@@ -15,10 +15,12 @@ from astropy import units as u
 from astropy.coordinates import SkyCoord
 from astropy.io import fits
 
-from clumpcat.constants import EXTINCTION_R, SDSS_BANDS
+from clumpcat.constants import EXTINCTION_R, HSC_BANDS, NANOMAGGY_JY, SDSS_BANDS
 from clumpcat.errors import InputError
+from clumpcat.photometry.apertures import add_magnitudes
 from clumpcat.photometry.extinction import (
     clump_ebv,
+    extinction_coefficients,
     extinction_mags,
     resolve_ebv_source,
     sfd_ebv,
@@ -130,3 +132,50 @@ def test_band_without_coefficient_is_nan(caplog):
     ext = extinction_mags([0.1], ["r", "y"])
     assert np.isnan(ext["y"]).all()
     assert "no extinction coefficient R_y" in caplog.text
+
+
+#: R_b = A_b / E(B-V)_SFD of the HSC filters as the HSC pipeline applies them
+#: (lsst/obs_subaru config/extinctionCoeffs.py; M. Tanaka, NAOJ).
+HSC_PIPELINE_R = {"g": 3.240, "r": 2.276, "i": 1.633, "z": 1.263, "y": 1.075}
+
+
+def test_hsc_coefficients_in_every_grizy_band():
+    ebv = np.array([0.0, 0.02, 0.15])
+    ext = extinction_mags(ebv, HSC_BANDS, survey="hsc")
+    for band in HSC_BANDS:  # y included: never NaN
+        assert ext[band] == pytest.approx(HSC_PIPELINE_R[band] * ebv, abs=1e-12)
+    # A redder filter is less extinguished; SDSS keeps its own (SF11) values.
+    assert all(ext[a][-1] > ext[b][-1] for a, b in zip(HSC_BANDS[:-1], HSC_BANDS[1:], strict=True))
+    assert extinction_mags(ebv, SDSS_BANDS, survey="sdss")["g"] == pytest.approx(EXTINCTION_R["g"] * ebv)
+    assert extinction_coefficients("synthetic") == EXTINCTION_R
+    with pytest.raises(InputError, match="survey must be one of sdss, synthetic, hsc.*'euclid'"):
+        extinction_coefficients("euclid")
+
+
+def _hsc_frame(flux_g):
+    n = len(flux_g)
+    frame = pd.DataFrame({"objid": [f"h{k}" for k in range(n)]})
+    for k, band in enumerate(HSC_BANDS):
+        frame[f"flux_nmgy_{band}"] = np.asarray(flux_g, float) * (1.0 + 0.2 * k)
+        frame[f"flux_nmgy_err_{band}"] = 0.05
+        frame[f"phot_flag_{band}"] = 0
+    return frame
+
+
+@pytest.mark.parametrize("survey", ["hsc", None])  # None: told by the y band
+def test_hsc_row_extinction_and_g_band_flux_ratio(survey):
+    host_mag_g = np.full(3, 17.0)  # 10**(5.5/2.5) = 158.49 nanomaggies
+    host_nmgy = 10 ** ((22.5 - 17.0) / 2.5)
+    ratios = np.array([0.02, 0.05, 0.10])  # below 3%, between, above 8%
+    ebv = np.array([0.01, 0.05, 0.2])
+    out = add_magnitudes(_hsc_frame(ratios * host_nmgy), ebv, host_mag_g, HSC_BANDS, survey)
+    assert out["clump_flux_ratio"].to_numpy() == pytest.approx(ratios, rel=1e-12)
+    assert out["is_clump_3pct"].tolist() == [False, True, True]
+    assert out["is_clump_8pct"].tolist() == [False, False, True]
+    assert set(out["clump_flux_ratio_band"]) == {"g"} and set(out["survey"]) == {"hsc"}
+    for band in HSC_BANDS:
+        assert out[f"clump_ext_mag_{band}"].to_numpy() == pytest.approx(HSC_PIPELINE_R[band] * ebv)
+        corr = out[f"clump_mag_{band}"] - out[f"clump_mag_corr_{band}"]
+        assert corr.to_numpy() == pytest.approx(HSC_PIPELINE_R[band] * ebv)
+    assert np.isfinite(out["clump_mag_corr_z_y"]).all()
+    assert out["clump_flux_y"].to_numpy() == pytest.approx(ratios * host_nmgy * 1.8 * NANOMAGGY_JY)

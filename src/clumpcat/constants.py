@@ -126,10 +126,11 @@ EXTINCTION_R: dict[str, float] = {
     "i": 1.698,
     "z": 1.263,
 }
-#: R_b = A_b / E(B-V)_SFD for the HSC-SSP filters: the coefficients of the
-#: HSC-SSP database's ``a_{g,r,i,z,y}`` Galactic extinction columns (Aihara et
-#: al. 2018, PASJ 70, S8), which follow Schlafly & Finkbeiner (2011, R_V = 3.1)
-#: through the HSC filter curves. (SF11 Table 6 itself has no HSC column.)
+#: R_b = A_b / E(B-V)_SFD for the HSC-SSP filters: the HSC pipeline's values
+#: (M. Tanaka, NAOJ; lsst/obs_subaru ``config/extinctionCoeffs.py``, the same
+#: numbers in lsst/faro's ``extinctionCoeffs_HSC``), for E(B-V) from the SFD
+#: map as the HSC-SSP releases give it (Aihara et al. 2018, PASJ 70, S8).
+#: Schlafly & Finkbeiner (2011) Table 6 itself has no HSC column.
 HSC_EXTINCTION_R: dict[str, float] = {
     "g": 3.240,
     "r": 2.276,

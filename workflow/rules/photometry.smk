@@ -13,6 +13,7 @@ rule photometry:
     params:
         cutouts=cutouts_param,
         bands=" ".join(BANDS),
+        survey=SURVEY,
         correction=config["photometry"]["aperture_correction"],
         background=config["photometry"]["background"],
         ebv=sfd_option,
@@ -28,6 +29,6 @@ rule photometry:
     shell:
         "clumpcat photometry --galaxies {input.galaxies} --clumps {input.clumps} "
         "--cutouts {params.cutouts} --status-in {input.status} --segments {input.segments} "
-        "--status-out {output.status} --out {output.photometry} --bands {params.bands} "
+        "--status-out {output.status} --out {output.photometry} --bands {params.bands} --survey {params.survey} "
         "--aperture-correction {params.correction} --background {params.background} "
         "{params.ebv} 2> {log}"

@@ -45,20 +45,26 @@ from clumpcat.catalogue.datamodel import DataModel, load_datamodel, numpy_null
 from clumpcat.catalogue.release import make_release
 from clumpcat.constants import (
     EXTINCTION_R,
+    FLUX_RATIO_BAND,
+    HSC_BANDS,
+    HSC_EXTINCTION_R,
     LABEL_IDS,
     NANOMAGGY_JY,
     NANOMAGGY_ZEROPOINT,
     SCORE_THRESHOLD,
     SDSS_BANDS,
+    SURVEY_EXTINCTION_R,
 )
 from clumpcat.errors import InputError
 from clumpcat.ledger import LEDGER_COLUMNS
 from clumpcat.logs import progress
+from clumpcat.photometry.extinction import extinction_coefficients, survey_for_bands
 from clumpcat.survey.galaxies import validate_galaxies
 from clumpcat.tables import read_table
 
 __all__ = [
     "STAGE_ORDER",
+    "CATALOGUE_BANDS",
     "CATALOGUE_LEDGER_COLUMNS",
     "CatalogueSummary",
     "find_shards",
@@ -84,6 +90,14 @@ STAGE_ORDER: tuple[str, ...] = (
     "postprocess",
     "photometry",
 )
+
+#: Bands of the catalogue's clump and host columns: SDSS ugriz (the paper's 67
+#: columns) and HSC's y (columns after the 67); a row fills its survey's bands.
+CATALOGUE_BANDS: tuple[str, ...] = SDSS_BANDS + tuple(b for b in HSC_BANDS if b not in SDSS_BANDS)
+
+#: R_b of a band that the row's survey lacks but a host magnitude may still be
+#: in (an SDSS u magnitude on an HSC row): the coefficient of the survey that has it.
+_OTHER_SURVEY_R: dict[str, float] = {**HSC_EXTINCTION_R, **EXTINCTION_R}
 
 #: Columns of ``ledger.parquet``: the ledger's own plus counts and the shard.
 CATALOGUE_LEDGER_COLUMNS: dict[str, tuple[str, str]] = {
@@ -210,7 +224,7 @@ def catalogue_rows(
     *,
     score_threshold: float = SCORE_THRESHOLD,
     first_clump_id: int = 1,
-    bands: Sequence[str] = SDSS_BANDS,
+    bands: Sequence[str] = CATALOGUE_BANDS,
 ) -> pa.Table:
     """Catalogue rows of one shard, conformed to the data model.
 
@@ -226,7 +240,8 @@ def catalogue_rows(
     first_clump_id : int
         ``clump_id`` of the first row; ids run on from it.
     bands : sequence of str
-        Bands of the ``clump_*``/``galaxy_*`` columns.
+        Bands of the ``galaxy_*`` columns (the ``clump_*`` ones are taken
+        from the photometry by name).
 
     Returns
     -------
@@ -236,7 +251,11 @@ def catalogue_rows(
         ``galaxy_expAB_r`` from ``axis_ratio``, ``galaxy_expRad_r`` from
         ``exp_rad_r``, ``galaxy_mag_<b>`` from ``host_mag_<b>`` (fluxes in
         Jy from them), ``galaxy_mag_corr_<b> = galaxy_mag_<b> - R_b
-        E(B-V)_galaxy``; ``specobjid``/``dr7objid`` where the table has them.
+        E(B-V)_galaxy`` with the R_b of the row's survey (photometry's
+        ``survey``, else told by its bands: y means HSC), and of the survey
+        that has the band where the row's lacks it (SDSS u on an HSC row);
+        ``clump_flux_ratio_band`` the survey's flux-ratio band;
+        ``specobjid``/``dr7objid`` where the table has them.
     """
     phot = photometry.copy()
     phot["objid"] = phot["objid"].astype(str)
@@ -271,8 +290,14 @@ def catalogue_rows(
     gal_ebv = (
         phot["galaxy_ebv"].to_numpy(float) if "galaxy_ebv" in phot.columns else np.full(len(phot), np.nan)
     )
+    survey = _row_surveys(phot)
+    out["survey"] = survey
+    if "clump_flux_ratio_band" not in phot.columns:
+        out["clump_flux_ratio_band"] = survey.map(FLUX_RATIO_BAND)
+    r_b = {name: {**_OTHER_SURVEY_R, **extinction_coefficients(name)} for name in set(survey)}
     for b in bands:
-        out[f"galaxy_mag_corr_{b}"] = out[f"galaxy_mag_{b}"] - EXTINCTION_R.get(b, np.nan) * gal_ebv
+        coeff = survey.map(lambda name, b=b: r_b[name].get(b, np.nan)).to_numpy(float)
+        out[f"galaxy_mag_corr_{b}"] = out[f"galaxy_mag_{b}"].to_numpy(float) - coeff * gal_ebv
     out["objid"] = phot["objid"]
     for c in ("x", "y", "box_x0", "box_y0", "box_x1", "box_y1"):
         if c in phot.columns:
@@ -286,6 +311,22 @@ def catalogue_rows(
             values = ids[id_col].reindex(phot["objid"])
             table = table.append_column(id_col, _uint64_ids(values))
     return model.conform(table)
+
+
+def _row_surveys(phot: pd.DataFrame) -> pd.Series:
+    """Survey of each photometry row: its ``survey`` column, else told by the bands measured."""
+    fallback = survey_for_bands(
+        c.removeprefix("flux_nmgy_") for c in phot.columns if c.startswith("flux_nmgy_")
+    )
+    if "survey" not in phot.columns:
+        return pd.Series(fallback, index=phot.index, dtype=object)
+    survey = phot["survey"].astype(object).where(phot["survey"].notna(), fallback).astype(str)
+    unknown = sorted(set(survey) - set(SURVEY_EXTINCTION_R))
+    if unknown:
+        raise InputError(
+            f"photometry: survey must be one of {', '.join(SURVEY_EXTINCTION_R)}, got {', '.join(unknown)}"
+        )
+    return survey
 
 
 def shard_ledger(

@@ -71,6 +71,7 @@ from photutils.aperture import CircularAnnulus, CircularAperture, aperture_photo
 from clumpcat.constants import (
     ANNULUS_FWHM,
     APERTURE_RADIUS_FWHM,
+    FLUX_RATIO_BAND,
     GSFC_FLUX_RATIO_THRESHOLDS,
     NANOMAGGY_JY,
     NANOMAGGY_ZEROPOINT,
@@ -90,7 +91,13 @@ from clumpcat.photometry.aperture_correction import (
     shifted_psf,
     stamp_mask,
 )
-from clumpcat.photometry.extinction import EBV_SOURCES, clump_ebv, extinction_mags, resolve_ebv_source
+from clumpcat.photometry.extinction import (
+    EBV_SOURCES,
+    clump_ebv,
+    extinction_mags,
+    resolve_ebv_source,
+    survey_for_bands,
+)
 from clumpcat.survey.cutouts import Cutout, read_cutout
 from clumpcat.survey.galaxies import read_galaxies
 from clumpcat.survey.hostsegment import host_galaxy_mask
@@ -291,6 +298,7 @@ def photometry_columns(bands: Sequence[str] = SDSS_BANDS) -> dict[str, ColumnDoc
         "clump_ebv": ("mag", "E(B-V) used for the Galactic extinction"),
         "ebv_source": ("", "Where E(B-V) came from: sfd (map at the clump) or table (galaxy ebv)"),
         "galaxy_ebv": ("mag", "E(B-V) at the host galaxy centre, same source"),
+        "survey": ("", "Survey whose filters measured the fluxes (sdss, synthetic, hsc): picks R_b"),
     }
     for b in bands:
         cols.update(
@@ -332,7 +340,11 @@ def photometry_columns(bands: Sequence[str] = SDSS_BANDS) -> dict[str, ColumnDoc
         cols[f"clump_mag_corr_{b1}_{b2}"] = ("mag", f"Extinction-corrected {b1}-{b2} clump colour")
     cols.update(
         {
-            "clump_flux_ratio": ("", "u-band clump/host flux ratio (host flux from host_mag_u)"),
+            "clump_flux_ratio": (
+                "",
+                "clump/host flux ratio in clump_flux_ratio_band (u; g for HSC), host flux from host_mag_<band>",
+            ),
+            "clump_flux_ratio_band": ("", "Band of clump_flux_ratio (FLUX_RATIO_BAND of the survey)"),
             "is_clump_3pct": ("", "clump_flux_ratio >= 0.03 (Section 4.4.3)"),
             "is_clump_8pct": ("", "clump_flux_ratio >= 0.08 (Section 4.4.3)"),
         }
@@ -881,8 +893,9 @@ def measure_galaxy(
 def add_magnitudes(
     frame: pd.DataFrame,
     ebv: np.ndarray,
-    host_mag_u: np.ndarray | None,
+    host_mag: np.ndarray | None,
     bands: Sequence[str] = SDSS_BANDS,
+    survey: str | None = None,
 ) -> pd.DataFrame:
     """Add Jansky fluxes, AB magnitudes, extinction, colours and the flux ratio.
 
@@ -892,10 +905,14 @@ def add_magnitudes(
         Output of :func:`measure_galaxy` (``flux_nmgy_<b>``, ...).
     ebv : ndarray
         E(B-V) per row (mag).
-    host_mag_u : ndarray, optional
-        Observed u-band AB magnitude of each row's host galaxy; NaN or None
-        gives a NaN flux ratio and False flags.
+    host_mag : ndarray, optional
+        Observed AB magnitude of each row's host galaxy in the survey's flux
+        ratio band (:data:`clumpcat.constants.FLUX_RATIO_BAND`: u, g for HSC);
+        NaN or None gives a NaN flux ratio and False flags.
     bands : sequence of str
+    survey : str, optional
+        Survey of the filters (R_b and the ratio band); default from the bands
+        (:func:`clumpcat.photometry.extinction.survey_for_bands`).
 
     Returns
     -------
@@ -904,7 +921,8 @@ def add_magnitudes(
         ``clump_flux_err_<b>`` (Jy), ``clump_mag_<b>``, ``clump_mag_err_<b>``,
         ``clump_mag_lim_<b>``, ``clump_ext_mag_<b>``, ``clump_mag_corr_<b>``;
         colours ``clump_mag_corr_<b1>_<b2>`` of adjacent bands;
-        ``clump_flux_ratio``, ``is_clump_3pct``, ``is_clump_8pct``.
+        ``clump_flux_ratio`` (and its ``clump_flux_ratio_band``),
+        ``is_clump_3pct``, ``is_clump_8pct``.
 
     Notes
     -----
@@ -915,7 +933,8 @@ def add_magnitudes(
     """
     out = frame.copy()
     ebv = np.asarray(ebv, dtype=np.float64)
-    ext = extinction_mags(ebv, bands)
+    survey = survey or survey_for_bands(bands)
+    ext = extinction_mags(ebv, bands, survey=survey)
     new: dict[str, np.ndarray] = {"clump_ebv": ebv}
     for band in bands:
         flux = out[f"flux_nmgy_{band}"].to_numpy(np.float64)
@@ -944,12 +963,15 @@ def add_magnitudes(
         new[f"clump_mag_corr_{band}"] = mag - ext[band]
     for b1, b2 in zip(bands[:-1], bands[1:], strict=True):
         new[f"clump_mag_corr_{b1}_{b2}"] = new[f"clump_mag_corr_{b1}"] - new[f"clump_mag_corr_{b2}"]
-    if "u" in bands and host_mag_u is not None:
-        host_flux = np.power(10.0, (NANOMAGGY_ZEROPOINT - np.asarray(host_mag_u, dtype=np.float64)) / 2.5)
-        ratio = out["flux_nmgy_u"].to_numpy(np.float64) / host_flux
+    ratio_band = FLUX_RATIO_BAND[survey]  # Section 4.4.3's u; HSC has none, so g
+    if ratio_band in bands and host_mag is not None:
+        host_flux = np.power(10.0, (NANOMAGGY_ZEROPOINT - np.asarray(host_mag, dtype=np.float64)) / 2.5)
+        ratio = out[f"flux_nmgy_{ratio_band}"].to_numpy(np.float64) / host_flux
     else:
         ratio = np.full(len(out), np.nan)
     new["clump_flux_ratio"] = ratio
+    new["clump_flux_ratio_band"] = np.full(len(out), ratio_band, dtype=object)
+    new["survey"] = np.full(len(out), survey, dtype=object)
     with np.errstate(invalid="ignore"):
         new["is_clump_3pct"] = ratio >= GSFC_FLUX_RATIO_THRESHOLDS["3pct"]
         new["is_clump_8pct"] = ratio >= GSFC_FLUX_RATIO_THRESHOLDS["8pct"]
@@ -961,7 +983,7 @@ def add_magnitudes(
 def _empty_output(bands: Sequence[str]) -> pd.DataFrame:
     cols = photometry_columns(bands)
     frame = pd.DataFrame({c: pd.Series(dtype="float64") for c in cols})
-    for c in ("objid", "label", "ebv_source"):
+    for c in ("objid", "label", "ebv_source", "survey", "clump_flux_ratio_band"):
         frame[c] = frame[c].astype(object)
     for c in cols:
         if c.startswith(("phot_flag_", "n_bkg_pix_")):
@@ -978,6 +1000,7 @@ def photometry_shard(
     objids: Sequence[str],
     *,
     bands: Sequence[str] = SDSS_BANDS,
+    survey: str | None = None,
     settings: PhotometrySettings | None = None,
     ebv_source: str = "auto",
     sfd_dir: str | Path | None = None,
@@ -1000,6 +1023,9 @@ def photometry_shard(
         Galaxies to measure (those still ``ok`` upstream).
     bands : sequence of str
         Bands to measure (every one must be in each cutout).
+    survey : str, optional
+        Survey of the filters: R_b and the flux-ratio band (``host_mag_<band>``
+        of the galaxy table); default from the bands.
     settings : PhotometrySettings, optional
     ebv_source : {'auto', 'sfd', 'table'}
         Where E(B-V) comes from (:func:`clumpcat.photometry.extinction.resolve_ebv_source`);
@@ -1065,14 +1091,15 @@ def photometry_shard(
         return _empty_output(bands), failures
     phot = pd.concat(parts, ignore_index=True)
     ebv = clump_ebv(phot, galaxies, source, sfd_dir)
-    host_mag_u = None
-    if "host_mag_u" in galaxies.columns:
+    survey = survey or survey_for_bands(bands)
+    host_mag, host_col = None, f"host_mag_{FLUX_RATIO_BAND[survey]}"
+    if host_col in galaxies.columns:
         lookup = pd.Series(
-            pd.to_numeric(galaxies["host_mag_u"], errors="coerce").to_numpy(float),
+            pd.to_numeric(galaxies[host_col], errors="coerce").to_numpy(float),
             index=galaxies["objid"].astype(str),
         )
-        host_mag_u = lookup.reindex(phot["objid"]).to_numpy(float)
-    phot = add_magnitudes(phot, ebv, host_mag_u, bands)
+        host_mag = lookup.reindex(phot["objid"]).to_numpy(float)
+    phot = add_magnitudes(phot, ebv, host_mag, bands, survey)
     phot["ebv_source"] = source
     hosts = galaxies[galaxies["objid"].astype(str).isin(set(phot["objid"]))][["objid", "ra", "dec"]].copy()
     hosts["objid"] = hosts["objid"].astype(str)
@@ -1096,6 +1123,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="photometry.parquet to write")
     parser.add_argument(
         "--bands", nargs="+", default=list(SDSS_BANDS), help="bands to measure (default ugriz)"
+    )
+    parser.add_argument(
+        "--survey",
+        choices=sorted(FLUX_RATIO_BAND),
+        help="survey of the filters: extinction R_b and flux-ratio band (default: hsc with a y band, else sdss)",
     )
     parser.add_argument(
         "--aperture-correction",
@@ -1169,6 +1201,7 @@ def run(args: argparse.Namespace) -> int:
         args.cutouts,
         objids,
         bands=tuple(args.bands),
+        survey=args.survey,
         settings=settings,
         ebv_source=args.ebv_source,
         sfd_dir=args.sfd_dir,

@@ -7,8 +7,11 @@ given by the user), or, without a map, from the galaxy table's ``ebv``
 column. Where neither is available :func:`resolve_ebv_source` raises before
 any work starts: extinction is never silently zero.
 
-The band coefficients are those of Schlafly & Finkbeiner (2011) for SDSS
-(App. E), in :data:`clumpcat.constants.EXTINCTION_R`.
+The band coefficients depend on the survey whose filters measured the fluxes
+(:func:`extinction_coefficients`): Schlafly & Finkbeiner (2011) for SDSS
+(App. E, :data:`clumpcat.constants.EXTINCTION_R`) and the synthetic survey
+that imitates it; the HSC pipeline's values for HSC grizy
+(:data:`clumpcat.constants.HSC_EXTINCTION_R`).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from clumpcat.constants import EXTINCTION_R
+from clumpcat.constants import EXTINCTION_R, SURVEY_EXTINCTION_R
 from clumpcat.errors import InputError
 
 __all__ = [
@@ -32,6 +35,8 @@ __all__ = [
     "check_sfd_dir",
     "sfd_ebv",
     "clump_ebv",
+    "extinction_coefficients",
+    "survey_for_bands",
     "extinction_mags",
     "sfd_lambert_header",
 ]
@@ -213,7 +218,53 @@ def clump_ebv(
     return lookup.reindex(clumps["objid"].astype(str)).to_numpy(dtype=float)
 
 
-def extinction_mags(ebv, bands: Iterable[str], coefficients: dict[str, float] | None = None):
+def extinction_coefficients(survey: str) -> dict[str, float]:
+    """``R_b = A_b / E(B-V)`` of the filters of ``survey``.
+
+    Parameters
+    ----------
+    survey : {'sdss', 'synthetic', 'hsc'}
+        The survey whose filters measured the fluxes.
+
+    Returns
+    -------
+    dict of str to float
+
+    Raises
+    ------
+    InputError
+        If the survey is unknown (the known ones are named).
+
+    Examples
+    --------
+    >>> extinction_coefficients('hsc')['y']
+    1.075
+    """
+    try:
+        return SURVEY_EXTINCTION_R[survey]
+    except KeyError:
+        raise InputError(
+            f"survey must be one of {', '.join(SURVEY_EXTINCTION_R)} to pick the extinction "
+            f"coefficients, got {survey!r}"
+        ) from None
+
+
+def survey_for_bands(bands: Iterable[str]) -> str:
+    """The survey a band set belongs to when nobody says: ``'hsc'`` with a y band, else ``'sdss'``.
+
+    Only y tells the two apart (SDSS has no y, HSC no u); a run on other bands
+    should name its survey.
+    """
+    return "hsc" if "y" in tuple(bands) else "sdss"
+
+
+def extinction_mags(
+    ebv,
+    bands: Iterable[str],
+    coefficients: dict[str, float] | None = None,
+    *,
+    survey: str | None = None,
+):
     """Extinction ``A_b = R_b x E(B-V)`` in magnitudes for each band.
 
     Parameters
@@ -223,8 +274,12 @@ def extinction_mags(ebv, bands: Iterable[str], coefficients: dict[str, float] | 
     bands : iterable of str
         Band letters.
     coefficients : dict, optional
-        ``R_b`` per band; default the Schlafly & Finkbeiner (2011) SDSS values
-        (App. E). A band without a coefficient gets NaN and a log warning.
+        ``R_b`` per band; default those of ``survey``
+        (:func:`extinction_coefficients`). A band without a coefficient gets
+        NaN and a log warning.
+    survey : str, optional
+        Survey of the filters when ``coefficients`` is not given; default
+        ``'sdss'`` (the Schlafly & Finkbeiner 2011 values of App. E).
 
     Returns
     -------
@@ -235,8 +290,11 @@ def extinction_mags(ebv, bands: Iterable[str], coefficients: dict[str, float] | 
     --------
     >>> round(float(extinction_mags(0.1, ['r'])['r']), 4)
     0.2285
+    >>> round(float(extinction_mags(0.1, ['y'], survey='hsc')['y']), 4)
+    0.1075
     """
-    coefficients = EXTINCTION_R if coefficients is None else coefficients
+    if coefficients is None:
+        coefficients = EXTINCTION_R if survey is None else extinction_coefficients(survey)
     ebv = np.asarray(ebv, dtype=float)
     out = {}
     for band in bands:
