@@ -9,12 +9,19 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
 import pytest
+from astropy.io import fits
 
-from clumpcat import cli
+from clumpcat import cli, settings
 from clumpcat.catalogue.datamodel import load_datamodel
 from clumpcat.catalogue.release import make_release, release_readme, sha256_file, write_hats, write_sha256sums
+from clumpcat.catalogue.writer import build_catalogue
 from clumpcat.errors import InputError
+from clumpcat.ledger import write_status
+from clumpcat.tables import read_table, write_table
 
 
 def _load(name: str):
@@ -173,3 +180,85 @@ def test_bad_effective_config_names_the_option(tmp_path, run_dir):
     args = ["catalogue", "--shards", str(root / "shards" / "000"), "--out-dir", str(tmp_path), "--release"]
     assert cli.main([*args, "--effective-config", "{not json"]) == 1
     assert cli.main([*args, "--effective-config", json.dumps({"photometry": {"nope": 1}})]) == 1
+
+
+ARCSEC = 1.0 / 3600.0
+PARENT = pd.DataFrame(
+    {
+        "objid": ["g1", "g2", "g3", "g4"],
+        "ra": [20.0, 20.1, 20.2, 20.3],
+        "dec": [1.0, 1.0, 1.0, 1.0],
+        "petro_r90_r": [3.0, 3.0, 3.0, 3.0],
+    }
+)
+
+
+def _hsc_run(shard, galaxies, n_clumps=2):
+    """A finished shard: ``n_clumps`` catalogue clumps per galaxy (photometry reduced to what the catalogue needs)."""
+    shard.mkdir(parents=True)
+    write_table(galaxies, shard / "galaxies.parquet")
+    rows = [
+        {"objid": o, "score": 0.9 - 0.1 * k, "label": "normal", "ra": ra + (k + 1) * ARCSEC, "dec": dec}
+        for o, ra, dec in zip(galaxies["objid"], galaxies["ra"], galaxies["dec"], strict=True)
+        for k in range(n_clumps)
+    ]
+    write_table(pd.DataFrame(rows), shard / "photometry.parquet")
+    write_status(shard / "status-photometry.parquet", galaxies["objid"], [])
+    return shard
+
+
+def test_release_after_two_crossmatches_holds_the_union(tmp_path):
+    """Reruns over new HSC tables: the release unites the runs, every galaxy once, no clump twice."""
+    parent, results = tmp_path / "parent.parquet", tmp_path / "results"
+    PARENT.to_parquet(parent)
+    # The HSC rerun configuration (docs/fetch.md), as the workflow passes it.
+    effective = settings.effective_config({"survey": "hsc", "crossmatch": {"hsc_objects": "hsc.csv"}})
+
+    def crossmatch(objids, processed=results / "ledger.parquet"):
+        objects, out = tmp_path / "hsc.csv", tmp_path / "matches.parquet"
+        hsc = PARENT[PARENT["objid"].isin(objids)]
+        pd.DataFrame({"object_id": range(len(hsc)), "ra": hsc["ra"], "dec": hsc["dec"]}).to_csv(objects)
+        argv = ["crossmatch", "--galaxies", str(parent), "--hsc-objects", str(objects), "--out", str(out)]
+        history = results / "crossmatch" / "processed.parquet"
+        assert cli.main([*argv, "--processed", str(processed), "--history", str(history)]) == 0
+        return read_table(out)
+
+    def run_and_release(name, matches, n_clumps=2, config=effective):
+        shard = _hsc_run(tmp_path / name / "shards" / "000", matches, n_clumps)
+        build_catalogue([shard], results)
+        release = make_release(results, effective_config=config)
+        return pd.read_parquet(release / "catalogue.parquet"), pd.read_parquet(release / "ledger.parquet")
+
+    first = crossmatch(["g1", "g2"])
+    assert first["objid"].tolist() == ["g1", "g2"]
+    cat, ledger = run_and_release("run1", first)
+    assert len(cat) == 4 and len(ledger) == 2
+    second = crossmatch(["g1", "g2", "g3", "g4"])  # the new table covers the old galaxies too
+    assert second["objid"].tolist() == ["g3", "g4"]
+    cat, ledger = run_and_release("run2", second)
+    assert len(pd.read_parquet(results / "catalogue.parquet")) == 4  # this run's own catalogue: new galaxies
+    assert len(cat) == 8 and sorted(ledger["objid"]) == ["g1", "g2", "g3", "g4"]
+    assert cat["clump_id"].is_unique and cat["clump_id"].tolist() == list(range(1, 9))
+    assert not cat.duplicated(["objid", "clump_centre_ra", "clump_centre_dec"]).any()
+    with fits.open(results / "release" / "catalogue.fits") as hdul:
+        assert hdul[1].header["NAXIS2"] == 8
+        assert sorted(hdul[1].data["clump_id"]) == list(range(1, 9))
+    assert (
+        pq.read_schema(results / "release" / "catalogue.parquet").field("clump_flux_y").metadata[b"unit"]
+        == b"Jy"
+    )
+    # The same catalogue released again changes nothing (same ids).
+    again, _ = run_and_release("run2-again", second)
+    pd.testing.assert_frame_equal(again, cat)
+    # A galaxy processed again (g1, now one clump) appears once, from the latest run.
+    cat, ledger = run_and_release("retry", PARENT[PARENT["objid"] == "g1"], n_clumps=1)
+    assert len(cat) == 7 and (cat["objid"] == "g1").sum() == 1 and cat["clump_id"].is_unique
+    assert len(ledger) == 4 and ledger["objid"].is_unique
+    # The release's ledger names every galaxy of every run: nothing is left to do.
+    assert crossmatch(["g1", "g2", "g3", "g4"], processed=results / "release" / "ledger.parquet").empty
+    # Without the cross-match configuration a release is its run's catalogue alone.
+    cat, ledger = run_and_release(
+        "plain", PARENT.iloc[:1], config=settings.effective_config({"survey": "hsc"})
+    )
+    assert len(cat) == 2 and len(ledger) == 1
+    assert np.array_equal(cat["clump_id"], [1, 2])

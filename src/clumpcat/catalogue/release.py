@@ -13,6 +13,12 @@ into ``release/`` and adds:
 - optionally ``hats/``: a HATS-partitioned copy of the catalogue for LSDB
   users, made with the ``hats-import`` package when it is installed (an
   optional dependency; without it the step is skipped with a log message).
+
+Reruns over new HSC cross-matches (a configuration with
+``crossmatch.hsc_objects``) process only the new galaxies, so their catalogue
+holds only those: the release then unites it with the earlier release it
+replaces (:func:`clumpcat.catalogue.merge.union_catalogues`): every galaxy
+once, from the latest run that processed it.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import pyarrow.parquet as pq
 
 from clumpcat import settings
 from clumpcat.catalogue.datamodel import DataModel, load_datamodel
+from clumpcat.catalogue.merge import union_catalogues
 from clumpcat.errors import InputError
 
 __all__ = [
@@ -46,6 +53,7 @@ __all__ = [
     "provenance",
     "write_sha256sums",
     "write_hats",
+    "unites_runs",
     "make_release",
 ]
 
@@ -398,6 +406,16 @@ def write_hats(catalogue_parquet: str | Path, out_dir: str | Path, name: str = "
     return out_dir / name
 
 
+def unites_runs(effective_config: Mapping | None) -> bool:
+    """Whether the release unites its catalogue with the earlier release's.
+
+    True for reruns over new HSC cross-matches (``crossmatch.hsc_objects``
+    set): each run processes only galaxies no earlier run finished.
+    """
+    section = (effective_config or {}).get("crossmatch") or {}
+    return bool(section.get("hsc_objects"))
+
+
 def make_release(
     results_dir: str | Path,
     *,
@@ -408,6 +426,7 @@ def make_release(
     hats: bool = False,
     summary=None,
     effective_config: Mapping | None = None,
+    union: bool | None = None,
 ) -> Path:
     """Assemble ``results_dir/release/`` from a finished catalogue.
 
@@ -427,6 +446,11 @@ def make_release(
         Counts for the README and provenance (else read from the files).
     effective_config : mapping, optional
         The run's effective configuration: recorded and described.
+    union : bool, optional
+        Unite the catalogue and ledger with those of the release folder
+        being replaced (when it holds them): galaxies of the earlier release
+        that this run did not process are kept, those it did are replaced.
+        Default :func:`unites_runs` of ``effective_config``.
 
     Returns
     -------
@@ -451,6 +475,13 @@ def make_release(
     tmp.mkdir(parents=True)
     for name in RELEASE_FILES:
         shutil.copyfile(results_dir / name, tmp / name)
+    union = unites_runs(effective_config) if union is None else union
+    if union and all((release / n).is_file() for n in ("catalogue.parquet", "ledger.parquet")):
+        # writer imports this module; the FITS writer is needed only here.
+        from clumpcat.catalogue.writer import write_fits_catalogue
+
+        union_catalogues(release, tmp, tmp)
+        write_fits_catalogue(tmp / "catalogue.parquet", tmp / "catalogue.fits", model)
     ledger = pq.read_table(tmp / "ledger.parquet", columns=["status"]).column("status").to_pandas()
     cat_meta = pq.read_schema(tmp / "catalogue.parquet").metadata or {}
     counts = {
