@@ -106,7 +106,11 @@ def psf_picker_params(ra: float, dec: float, band: str, rerun: str) -> dict[str,
     """Query of the PSF picker: the coadd PSF of ``band`` at a position, centred.
 
     The picker takes the short band name (``g``, ``r``, ...), as its
-    bulk-mode list format and public clients write it.
+    bulk-mode list format and public clients write it; checked against public
+    PDR3 clients, whose single requests are
+    ``getpsf?ra=..&dec=..&filter=g&rerun=pdr3_wide&tract=&patch=&centered=true&type=coadd``
+    (the same parameters and values as here; the bulk list's last column is
+    ``centered``).
     """
     return {
         "ra": f"{ra:.7f}",

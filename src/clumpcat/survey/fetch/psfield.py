@@ -9,11 +9,19 @@ in HDUs 1-5 for u, g, r, i, z, one table row per eigen-image ``k`` with
 - ``NROW_B``, ``NCOL_B``: the polynomial orders in row and column;
 - ``C``: the coefficients, ``C_k[i, j]`` for ``row**i col**j``.
 
-The PSF at frame pixel ``(row, col)`` is (SDSS "Extracting PSF Images",
-``sdss_psfrec.pro``)::
+The PSF at frame pixel ``(row, col)`` is (SDSS DR17 "Extracting PSF Images",
+www.sdss4.org/dr17/imaging/images/#psf, quoting esheldon/sdssidl
+``pro/sdss/sdss_psfrec.pro``)::
 
     a_k = sum_i sum_j C_k[i, j] (0.001 row)^i (0.001 col)^j
     psf = sum_k a_k RROWS_k
+
+The order of ``C`` is checked against that IDL: there the term
+``(row*rcs)^(i mod nrow_b) * (col*rcs)^(i/nrow_b)`` takes ``cmat(i/nrow_b, i
+mod nrow_b, k)``, i.e. IDL ``cmat(col power, row power)``; IDL's first index
+varies fastest, so astropy (and a C-order reshape of the flat column) gives
+NumPy ``C_k[row power, col power]``, the indexing used here. The eigen-image
+is IDL ``reform(p, rncol, rnrow)``, NumPy ``(rnrow, rncol)``.
 
 with ``row`` and ``col`` in photo's convention (the first pixel's centre at
 0.5). HDU 6 holds ``PSF_WIDTH``, an effective-area width 10-20% wider than the
