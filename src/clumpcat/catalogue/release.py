@@ -40,6 +40,7 @@ import pyarrow.parquet as pq
 
 from clumpcat import settings
 from clumpcat.catalogue.datamodel import DataModel, load_datamodel
+from clumpcat.catalogue.fits_table import write_fits_catalogue
 from clumpcat.catalogue.merge import union_catalogues
 from clumpcat.errors import InputError
 
@@ -477,9 +478,6 @@ def make_release(
         shutil.copyfile(results_dir / name, tmp / name)
     union = unites_runs(effective_config) if union is None else union
     if union and all((release / n).is_file() for n in ("catalogue.parquet", "ledger.parquet")):
-        # writer imports this module; the FITS writer is needed only here.
-        from clumpcat.catalogue.writer import write_fits_catalogue
-
         union_catalogues(release, tmp, tmp)
         write_fits_catalogue(tmp / "catalogue.parquet", tmp / "catalogue.fits", model)
     ledger = pq.read_table(tmp / "ledger.parquet", columns=["status"]).column("status").to_pandas()
