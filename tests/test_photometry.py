@@ -329,7 +329,7 @@ def test_radial_background_removes_curvature():
 def test_host_mask_dropped_when_annulus_off_host():
     shape = (64, 64)
     fwhm = 3.5
-    image = point_source(shape, 32, 32, fwhm, 10.0) + 0.5
+    image = point_source(shape, 32, 32, fwhm, 10.0, effective=True) + 0.5
     host = np.zeros(shape, bool)
     host[30:35, 30:35] = True  # the clump only
     res = measure_band(image, [32.0], [32.0], fwhm, host_mask=host)
@@ -340,7 +340,7 @@ def test_host_mask_dropped_when_annulus_off_host():
 def test_bad_pixels_and_edges_give_nan_with_flags():
     shape = (64, 64)
     fwhm = 3.5
-    image = point_source(shape, 32, 32, fwhm, 10.0) + 0.5
+    image = point_source(shape, 32, 32, fwhm, 10.0, effective=True) + 0.5
     ivar = np.full(shape, 100.0)
     ivar[32, 32] = 0.0
     res = measure_band(image, [32.0, 1.0, -30.0], [32.0, 32.0, -30.0], fwhm, ivar=ivar)
