@@ -32,6 +32,15 @@ Usage::
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_photometry.py --galaxies 120
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_photometry.py --background median
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_photometry.py --background joint
+
+Sources are measured at their true positions, so the scatter is the
+estimator's own (pixel noise, background, host structure), not the
+detector's centring. Measured with 120 hosts (seed 2026), psf rows, S/N > 20
+median |measured/true - 1| in g / r: ``quadratic`` (annulus-only surface)
+2.8/2.2% Gaussian, 3.7/3.1% Moffat 2.5, 2.7/3.0% Moffat 4.765, 2.3/3.6%
+double Gaussian; ``joint`` (surface fitted with the clump) 1.7/1.3%,
+2.4/2.1%, 1.4/1.6%, 1.8/1.4%, biases within 0.6% for both.
 """
 
 from __future__ import annotations

@@ -287,3 +287,30 @@ def test_metrics_json_has_the_pulls(tmp_path):
     assert block["min_snr"] == 5.0 and block["threshold"] == 0.3
     assert set(block["bands"]) == {"g", "r"} and block["bands"]["g"]["n"] > 10
     assert (tmp_path / "photometry_pulls.parquet").exists()
+
+
+def test_blended_injections_are_flagged_and_left_out_of_the_isolated_block():
+    """A host clump next to an injected one (or another candidate) biases it: flagged, not judged."""
+    truth, phot, _ = _injected(40)
+    first = truth.iloc[0]
+    # The host's own clump 1 FWHM from the first injected clump, bright in g and r.
+    host = pd.DataFrame(
+        {
+            "objid": [first["objid"]],
+            "x": [first["x"] + FWHM],
+            "y": [first["y"]],
+            "flux_g": [5.0],
+            "flux_r": [0.1],
+        }
+    )
+    # An extra candidate 1.5 FWHM from the second injected clump.
+    second = truth.iloc[1]
+    extra = phot.iloc[[1]].assign(x=second["x"] + 1.5 * FWHM)
+    table = pull_table(pd.concat([phot, extra], ignore_index=True), truth, threshold=0.3, host_truth=host)
+    flagged = table[table["blended"]]
+    assert set(zip(flagged["source_id"], flagged["band"], strict=True)) == {(0, "g"), (1, "g"), (1, "r")}
+    summary = pull_summary(table, min_snr=0.0)
+    for band, n_blended in (("g", 2), ("r", 1)):
+        assert summary["isolated"][band]["n"] == summary["centred"][band]["n"] - n_blended
+    # Without a host truth and with no extra candidate nothing is blended.
+    assert not pull_table(phot, truth, threshold=0.3)["blended"].any()

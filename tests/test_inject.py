@@ -180,3 +180,24 @@ def test_cli_skips_bad_cutouts_and_is_reproducible(cutout_dir, tmp_path):
     assert "file not found" in status.loc["gal2", "reason"]
     assert "unreadable" in status.loc["gal3", "reason"]
     assert (status.loc[["gal2", "gal3"], "stage"] == "inject").all()
+
+
+def test_injected_clumps_keep_clear_of_the_hosts_own_clumps(make_cutout):
+    """The truth of an injected clump lacks the host's clumps: none may lie under it (issue 11)."""
+    own = ((40.0, 44.0, 4.0), (55.0, 50.0, 3.0), (47.0, 38.0, 2.0))
+    cutout = _cutout(make_cutout, sources=own, noise=0.02)
+    fwhm = cutout.fwhm_pixels("r")
+    found = inject.host_sources(cutout)
+    for x, y, _ in own:
+        assert np.min(np.hypot(found[:, 0] - x, found[:, 1] - y)) < 1.0
+    _, truth = inject.inject_clumps(cutout, 60.0, np.random.default_rng(3), 12)
+    xy = truth[["x", "y"]].to_numpy()
+    dist = np.hypot(xy[:, None, 0] - found[None, :, 0], xy[:, None, 1] - found[None, :, 1])
+    assert dist.min() >= inject.HOST_SOURCE_FWHM * fwhm - 0.75
+    # On a disc without clumps only its nucleus (the exponential's cusp) or
+    # the image edge stand out: noise peaks do not take host area away.
+    for seed in range(3):
+        empty = inject.host_sources(_cutout(make_cutout, noise=0.02, seed=seed))
+        edge = fwhm
+        inner = empty[((empty >= edge) & (empty <= 95 - edge)).all(axis=1)]
+        assert np.all(np.hypot(inner[:, 0] - 47.5, inner[:, 1] - 47.5) < 2.0)

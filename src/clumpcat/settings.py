@@ -486,9 +486,11 @@ class PhotometrySettings(Settings):
     )
     background: str = setting(
         "quadratic",
-        "Annulus background estimator: median (the paper, App. E), mean, plane, radial or quadratic "
-        "(a quadratic surface: unbiased on curved hosts, benchmarks/bench_photometry.py).",
-        choices=("median", "mean", "plane", "radial", "quadratic"),
+        "Background under the clump: joint (a quadratic host surface fitted together with the clump's "
+        "PSF to the aperture and the annulus: unbiased on curved hosts and half the noise of a quadratic "
+        "from the annulus alone, benchmarks/bench_photometry.py), or from the annulus alone: median "
+        "(the paper, App. E), mean, plane, radial or quadratic.",
+        choices=("median", "mean", "plane", "radial", "quadratic", "joint"),
     )
     sfd_dir: str | None = setting(
         None, "Folder with the SFD maps; null uses the galaxy table's ebv.", cli=False

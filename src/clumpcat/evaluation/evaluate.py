@@ -727,7 +727,11 @@ def evaluate_run(
     metrics["conditions"] = _conditions(matches, truth, galaxies, conditions, score_threshold, out_dir)
     if injected_truth is not None and injected_photometry is not None:
         pulls = pull_table(
-            injected_photometry, injected_truth, threshold=score_threshold, fwhm_px_by_objid=fwhm
+            injected_photometry,
+            injected_truth,
+            threshold=score_threshold,
+            fwhm_px_by_objid=fwhm,
+            host_truth=truth,
         )
         write_table(pulls, out_dir / "photometry_pulls.parquet")
         bands = pull_bands(injected_photometry, injected_truth)

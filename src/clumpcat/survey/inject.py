@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from astropy.stats import mad_std
+from scipy import ndimage
 
 from clumpcat.constants import APERTURE_RADIUS_FWHM, SDSS_BANDS
 from clumpcat.errors import CutoutError, InputError
@@ -47,6 +48,7 @@ from clumpcat.tables import write_table
 __all__ = [
     "inject_clumps",
     "injection_sites",
+    "host_sources",
     "host_flux",
     "injection_rng",
     "inject_survey",
@@ -60,6 +62,14 @@ log = logging.getLogger(__name__)
 MIN_SEPARATION_FWHM = 1.5
 #: ... and from the image edge.
 EDGE_FWHM = 3.0
+#: ... and from the host's own compact sources (its clumps, stars), so that
+#: their light falls neither into the aperture (1.125 FWHM) nor near it: the
+#: truth of an injected clump does not hold the host's clumps, which would
+#: otherwise bias its measured flux (issue 11).
+HOST_SOURCE_FWHM = 2.0
+#: Peak S/N of the PSF-matched filter above the smooth host at which a
+#: compact source of the host is avoided.
+HOST_SOURCE_SNR = 5.0
 #: Colours of bands outside SDSS relative to z (y band of HSC): z - y.
 _Z_MINUS_Y = (-0.1, 0.1)
 
@@ -105,6 +115,35 @@ def host_flux(cutout: Cutout, band: str | None = None, mask: np.ndarray | None =
     return float(np.nansum(cutout.images[band][mask]))
 
 
+def host_sources(cutout: Cutout, band: str | None = None, nsigma: float = HOST_SOURCE_SNR) -> np.ndarray:
+    """Compact sources already in the cutout (the host's clumps, stars): ``(k, 2)`` x, y.
+
+    Local maxima of the PSF-matched filter (a Gaussian of the band's FWHM)
+    of the image less its smooth host light (a median filter 4 FWHM wide),
+    whose S/N against the pixel noise (IVAR, else the image's robust
+    scatter) exceeds ``nsigma``.
+    """
+    band = band or _detection_band(cutout)
+    fwhm = cutout.fwhm_pixels(band)
+    image = np.asarray(cutout.images[band], dtype=np.float64)
+    finite = np.isfinite(image)
+    if not finite.any():
+        return np.empty((0, 2))
+    image = np.where(finite, image, np.median(image[finite]))
+    size = max(3, int(np.ceil(4.0 * fwhm)) | 1)
+    detail = image - ndimage.median_filter(image, size=size, mode="nearest")
+    sigma = fwhm / 2.3548
+    smooth = ndimage.gaussian_filter(detail, sigma, mode="nearest")
+    var = _variance(cutout, band)
+    var = np.where(np.isfinite(var), var, np.nan)
+    # Noise of the filtered image: var * sum(k^2), k the unit-sum Gaussian kernel.
+    noise = np.sqrt(np.nan_to_num(var, nan=np.inf) / (4.0 * np.pi * sigma**2))
+    snr = np.where(noise > 0, smooth / noise, 0.0)
+    peaks = (snr == ndimage.maximum_filter(snr, size=max(3, int(np.ceil(fwhm)) | 1))) & (snr > nsigma)
+    iy, ix = np.nonzero(peaks & finite)
+    return np.column_stack([ix, iy]).astype(float)
+
+
 def injection_sites(
     cutout: Cutout, rng: np.random.Generator, n: int, mask: np.ndarray | None = None
 ) -> np.ndarray:
@@ -112,9 +151,11 @@ def injection_sites(
 
     Sites are drawn uniformly over the host segment (r band, Section 4.3.2)
     inside the central half of the cutout (the training crop, Section 4.2),
-    away from the edges, at least :data:`MIN_SEPARATION_FWHM` r-band FWHM
-    apart where the segment allows. Falls back to the central half when no
-    segment is found.
+    away from the edges, at least :data:`HOST_SOURCE_FWHM` r-band FWHM from
+    the cutout's own compact sources (:func:`host_sources`) and
+    :data:`MIN_SEPARATION_FWHM` from each other, where the segment allows
+    (else the host-source condition is dropped, then the segment). Falls
+    back to the central half when no segment is found.
     """
     ny, nx = cutout.shape
     band = _detection_band(cutout)
@@ -125,6 +166,13 @@ def injection_sites(
     edge = EDGE_FWHM * fwhm
     inside = (xx >= edge) & (xx <= nx - 1 - edge) & (yy >= edge) & (yy <= ny - 1 - edge)
     allowed = mask & central & inside
+    clear = np.ones((ny, nx), dtype=bool)
+    for sx, sy in host_sources(cutout, band):
+        clear &= np.hypot(xx - sx, yy - sy) >= HOST_SOURCE_FWHM * fwhm
+    if (allowed & clear).any():
+        allowed &= clear
+    else:
+        log.debug("%s: no host pixels clear of the host's sources; injecting among them", cutout.objid)
     if not allowed.any():
         log.debug("%s: no host pixels in the central half; using the central half", cutout.objid)
         allowed = central & inside if (central & inside).any() else central
