@@ -7,7 +7,7 @@ CORES  ?= all
 # The workflow's rules call the `clumpcat` command: put the venv first on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: run test report lint dry-run clean
+.PHONY: run test test-slurm report lint dry-run clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,12 @@ run: $(STAMP)
 ## Set up and run the test suite.
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadgroup
+
+## Install and start a single-node Slurm cluster (Debian/Ubuntu, root or sudo), then run the
+## tests marked `slurm` against it: the workflow through `snakemake --profile slurm` (docs/slurm.md).
+test-slurm: $(STAMP)
+	$(if $(filter 0,$(shell id -u)),,sudo) .ci/slurm-setup.sh
+	CLUMPCAT_REQUIRE_SLURM=1 $(BIN)/python -m pytest -m slurm -p no:xdist
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -23,7 +23,8 @@ rule train_classifier:
         f"{RESULTS}/logs/train_classifier/classifier.log",
     benchmark:
         f"{RESULTS}/benchmarks/train_classifier/classifier.tsv"
-    threads: workflow.cores
+    # All local cores; on a cluster (no --cores) 1, or what the profile's set-threads says.
+    threads: lambda wildcards: workflow.resource_settings.cores or 1
     resources:
         mem_mb=16000,
         runtime=12 * 60,

@@ -18,7 +18,8 @@ rule train_experiment:
         f"{RESULTS}/logs/experiment/{{setup}}-{{size}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/experiment/{{setup}}-{{size}}.tsv"
-    threads: workflow.cores
+    # All local cores; on a cluster (no --cores) 1, or what the profile's set-threads says.
+    threads: lambda wildcards: workflow.resource_settings.cores or 1
     resources:
         mem_mb=16000,
         runtime=24 * 60,

@@ -19,7 +19,8 @@ rule train:
         f"{RESULTS}/logs/train/{TRAINING_SETUP}.log",
     benchmark:
         f"{RESULTS}/benchmarks/train/{TRAINING_SETUP}.tsv"
-    threads: workflow.cores
+    # All local cores; on a cluster (no --cores) 1, or what the profile's set-threads says.
+    threads: lambda wildcards: workflow.resource_settings.cores or 1
     resources:
         mem_mb=16000,
         runtime=24 * 60,
