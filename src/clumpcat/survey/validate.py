@@ -15,9 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
-from clumpcat.errors import InputError
+from clumpcat.errors import InputError, one_line
 from clumpcat.survey.galaxies import GALAXY_COLUMNS, REQUIRED_COLUMNS, validate_galaxies
 from clumpcat.tables import write_table
 
@@ -27,18 +28,34 @@ log = logging.getLogger(__name__)
 
 
 def iter_chunks(path: str | Path, size: int) -> Iterator[pd.DataFrame]:
-    """Yield consecutive chunks of ``size`` rows of a Parquet or CSV table."""
+    """Yield consecutive chunks of ``size`` rows of a Parquet or CSV table.
+
+    Raises
+    ------
+    InputError
+        If the file is missing, empty, not valid Parquet or not UTF-8 CSV.
+    """
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file")
     suffix = path.suffix.lower()
-    if suffix in (".parquet", ".pq"):
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=size):
-            yield batch.to_pandas()
-    elif suffix == ".csv":
-        yield from pd.read_csv(path, chunksize=size, dtype={"objid": str})
-    else:
+    if suffix not in (".parquet", ".pq", ".csv"):
         raise InputError(f"{path}: galaxy table must be .parquet or .csv, got '{suffix}'")
+    if path.is_dir() or path.stat().st_size == 0:
+        raise InputError(f"{path}: the galaxy table is empty; it needs a header and rows of objid, ra, dec")
+    try:
+        if suffix == ".csv":
+            # encoding utf-8-sig: a byte-order mark (Excel's UTF-8 CSV) is not part of the first name.
+            yield from pd.read_csv(path, chunksize=size, dtype={"objid": str}, encoding="utf-8-sig")
+        else:
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=size):
+                yield batch.to_pandas()
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        kind = "UTF-8 CSV" if suffix == ".csv" else "Parquet"
+        raise InputError(
+            f"{path}: cannot read the galaxy table as {kind} ({one_line(exc, 200)}); "
+            "write it as UTF-8 CSV or Parquet with columns objid, ra, dec"
+        ) from exc
 
 
 def split_galaxies(path: str | Path, shard_size: int, out_dir: str | Path) -> list[Path]:
