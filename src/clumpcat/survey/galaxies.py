@@ -17,9 +17,12 @@ from clumpcat.errors import InputError
 from clumpcat.paths import OBJID_PATTERN
 from clumpcat.tables import ColumnDoc, read_table
 
-__all__ = ["REQUIRED_COLUMNS", "GALAXY_COLUMNS", "read_galaxies", "validate_galaxies"]
+__all__ = ["FIX_ROWS", "REQUIRED_COLUMNS", "GALAXY_COLUMNS", "read_galaxies", "validate_galaxies"]
 
 REQUIRED_COLUMNS = ("objid", "ra", "dec")
+
+#: How a validation message ends: what to do.
+FIX_ROWS = "; fix these rows (0-based) of the galaxy table and run again"
 
 #: Units and descriptions of the galaxy-table columns clumpcat knows.
 GALAXY_COLUMNS: dict[str, ColumnDoc] = {
