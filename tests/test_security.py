@@ -191,3 +191,40 @@ def test_password_never_reaches_files_logs_or_messages(tmp_path, caplog):
     for path in files:
         data = path.read_bytes()
         assert not any(s.encode() in data for s in _secrets()), path
+
+
+# ---------------------------------------------------------------- paths
+
+
+@pytest.mark.parametrize(
+    "objid", ["../x", "/etc/passwd", "a/b", "a\\b", "a\x00b", "..", ".", "", "x" * 129, ".hidden", "a b"]
+)
+def test_no_objid_names_a_path_outside_its_folder(tmp_path, objid):
+    from clumpcat.paths import objid_path
+
+    with pytest.raises(InputError, match="objid"):
+        objid_path(tmp_path, objid, ".fits")
+
+
+@pytest.mark.parametrize("suffix", ["/../x.fits", "-r/..", "\x00.fits"])
+def test_no_suffix_climbs_out(tmp_path, suffix):
+    from clumpcat.paths import objid_path
+
+    with pytest.raises(InputError, match="separator"):
+        objid_path(tmp_path, "g1", suffix)
+    assert objid_path(tmp_path, "g1", "-r.psf.fits") == tmp_path / "g1-r.psf.fits"
+
+
+def test_config_and_table_values_cannot_leave_the_cache(tmp_path):
+    from clumpcat.survey.fetch.hsc import fetch_hsc
+    from clumpcat.survey.fetch.http import ArchiveRoot
+
+    with pytest.raises(InputError, match="hsc.rerun"):
+        fetch_hsc(GALAXIES.iloc[:1], tmp_path / "c", None, tmp_path / "cache", das_url="http://127.0.0.1:9/x",
+                  rerun="../../outside")  # fmt: skip
+    (tmp_path / "mirror").mkdir()
+    root = ArchiveRoot(tmp_path / "mirror")
+    for relpath in ("../secret.fits", "/etc/passwd", "a/../../b"):
+        with pytest.raises(InputError, match="would leave"):
+            root.fetch(relpath, lambda p: p.read_bytes())
+    assert not (tmp_path / "outside").exists()
