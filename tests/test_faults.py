@@ -135,3 +135,14 @@ def test_shard_with_every_broken_kind_loses_no_galaxy(tmp_path):
     photometry = read_table(shard / "phot.parquet")
     assert set(photometry["objid"]) == set(good)
     assert len(photometry) >= len(good) and np.isfinite(photometry["flux_nmgy_r"]).all()
+
+
+def test_ledger_reason_is_one_line(tmp_path):
+    from clumpcat.ledger import LedgerEntry, write_status
+
+    reason = "unreadable FITS (Header missing END card.\n  Corrupt?\n)"
+    frame = write_status(tmp_path / "s.parquet", ["a", "b"], [LedgerEntry("b", "failed", "render", reason)])
+    assert (
+        frame.set_index("objid").loc["b", "reason"] == "unreadable FITS (Header missing END card. Corrupt? )"
+    )
+    assert frame.set_index("objid").loc["a", "reason"] == ""
