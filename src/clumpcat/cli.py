@@ -3,6 +3,10 @@
 Each stage module defines ``configure_parser(parser)`` and ``run(args) -> int``.
 Modules are imported only when their subcommand runs, so ``clumpcat render``
 never pays for importing torch.
+
+A run that fails prints one line to stderr saying what went wrong and what to
+do, and exits non-zero; the traceback of an unexpected error goes only to the
+``--log`` file (and to stderr with ``-v``), so a user never has to read one.
 """
 
 from __future__ import annotations
@@ -11,9 +15,10 @@ import argparse
 import importlib
 import logging
 import sys
+import traceback
 
 from clumpcat import __version__
-from clumpcat.errors import ClumpcatError
+from clumpcat.errors import ClumpcatError, one_line
 from clumpcat.logs import setup_logging
 
 __all__ = ["SUBCOMMANDS", "main"]
@@ -65,9 +70,22 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``clumpcat`` console script."""
+    """Entry point of the ``clumpcat`` console script.
+
+    Returns
+    -------
+    int
+        0 on success; 1 for an error of the input, configuration or
+        environment (one line on stderr); 2 for a usage error; 70 for an
+        unexpected error (a bug: one line, the traceback in the log file);
+        130 when interrupted.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(argv)
+    try:
+        parser = build_parser(argv)
+    except ImportError as exc:
+        print(f"clumpcat: error: {one_line(exc)}; install clumpcat with its dependencies", file=sys.stderr)
+        return 1
     args = parser.parse_args(argv)
     if not getattr(args, "_module", None):
         parser.print_help()
@@ -77,8 +95,53 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(importlib.import_module(args._module).run(args) or 0)
     except ClumpcatError as exc:
-        log.error("%s", exc)
+        log.error("%s", one_line(exc))
+        _traceback_to_files(log, args.verbose)
         return 1
+    except KeyboardInterrupt:
+        log.error(
+            "%s: interrupted; run the same command again to finish (finished work is kept)", args.command
+        )
+        return 130
+    except MemoryError:
+        log.error(
+            "%s: out of memory; use smaller shards (shard_size) or a machine with more memory", args.command
+        )
+        _traceback_to_files(log, args.verbose)
+        return 1
+    except OSError as exc:
+        # Files the user named (missing, unreadable, disk full): not a bug.
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        what = exc.strerror or one_line(exc)
+        log.error(
+            "%s: %s%s; check the path, its permissions and the free disk space", args.command, where, what
+        )
+        _traceback_to_files(log, args.verbose)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, not a traceback
+        log.error(
+            "%s: unexpected %s: %s; this is a bug in clumpcat: rerun with -v (or see --log) for the "
+            "traceback and report it",
+            args.command,
+            type(exc).__name__,
+            one_line(exc),
+        )
+        _traceback_to_files(log, args.verbose)
+        return 70
+
+
+def _traceback_to_files(log: logging.Logger, verbose: bool) -> None:
+    """Write the current exception's traceback to the log file(s); to stderr too with ``-v``."""
+    text = traceback.format_exc()
+    for handler in log.handlers:
+        is_file = isinstance(handler, logging.FileHandler)
+        if is_file or verbose:
+            handler.acquire()
+            try:
+                handler.stream.write(text)
+                handler.flush()
+            finally:
+                handler.release()
 
 
 if __name__ == "__main__":  # pragma: no cover

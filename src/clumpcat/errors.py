@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-__all__ = ["ClumpcatError", "InputError", "CutoutError", "NetworkError", "ClumpcatWarning"]
+__all__ = [
+    "ClumpcatError",
+    "InputError",
+    "CutoutError",
+    "NetworkError",
+    "ClumpcatWarning",
+    "one_line",
+]
 
 
 class ClumpcatError(Exception):
@@ -39,3 +46,16 @@ class NetworkError(ClumpcatError, OSError):
 
 class ClumpcatWarning(UserWarning):
     """Warnings about data that clumpcat can still process."""
+
+
+def one_line(exc: BaseException | str, limit: int = 1000) -> str:
+    """An exception's message on one line, at most ``limit`` characters.
+
+    Library errors quoted in clumpcat's messages (torch, astropy, pandas)
+    often span many lines; a ledger reason or a CLI error must not.
+    """
+    text = str(exc)
+    if isinstance(exc, BaseException) and not text:
+        text = type(exc).__name__
+    text = " ".join(part.strip() for part in text.splitlines() if part.strip())
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 
 import pandas as pd
 
+from clumpcat.errors import one_line
 from clumpcat.tables import ColumnDoc
 
 __all__ = [
@@ -46,6 +47,8 @@ class LedgerEntry:
     def __post_init__(self):
         if self.status not in STATUSES:
             raise ValueError(f"ledger status must be one of {STATUSES}, got {self.status!r}")
+        # A reason quoting a library error may span lines; a ledger cell must not.
+        object.__setattr__(self, "reason", one_line(self.reason, 500) if self.reason else "")
 
 
 def ledger_frame(entries: list[LedgerEntry]) -> pd.DataFrame:

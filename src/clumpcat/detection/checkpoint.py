@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from clumpcat import __version__
 from clumpcat.detection.model import DetectorConfig, build_detector, build_from_config
 from clumpcat.detection.weights import CLASSES, read_state_dict
-from clumpcat.errors import InputError
+from clumpcat.errors import InputError, one_line
 
 __all__ = ["load_paper_detector", "save_detector", "load_detector"]
 
@@ -162,7 +162,9 @@ def load_detector(
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001
         raise InputError(
-            f"cannot read detector file {path} with torch.load(weights_only=True): {exc}"
+            f"detector file {path} was refused: it is not a plain tensor file that "
+            f"torch.load(weights_only=True) reads without running code ({one_line(exc, 200)}); "
+            "use a model written by `clumpcat train` or a released .pth state dict"
         ) from exc
     if isinstance(obj, dict) and "model" in obj and "config" in obj:
         config = DetectorConfig.from_dict(dict(obj["config"]))

@@ -46,7 +46,7 @@ from torch import Tensor, nn
 
 from clumpcat import __version__
 from clumpcat.constants import LABELS
-from clumpcat.errors import ClumpcatError, InputError, NetworkError
+from clumpcat.errors import ClumpcatError, InputError, NetworkError, one_line
 
 __all__ = [
     "CLASSES",
@@ -240,8 +240,9 @@ def read_state_dict(path: str | os.PathLike, *, config_key: str | None = None) -
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file
         raise InputError(
-            f"cannot read weights file {path}{where} as a plain tensor dict "
-            f"(torch.load weights_only=True / safetensors): {exc}"
+            f"weights file {path}{where} was refused: it is not a plain tensor dict that "
+            f"torch.load(weights_only=True) or safetensors reads without running code "
+            f"({one_line(exc, 200)}); fetch it again with `clumpcat weights fetch` or convert it to .safetensors"
         ) from exc
     if isinstance(obj, dict):
         for key in ("state_dict", "model"):

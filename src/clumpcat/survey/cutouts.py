@@ -22,10 +22,18 @@ from astropy.utils.exceptions import AstropyWarning
 from astropy.wcs import WCS
 from astropy.wcs.utils import proj_plane_pixel_scales
 
-from clumpcat.errors import CutoutError
+from clumpcat.errors import CutoutError, one_line
 from clumpcat.survey.psf import normalise_psf
 
-__all__ = ["Cutout", "read_cutout", "write_cutout"]
+__all__ = ["Cutout", "read_cutout", "write_cutout", "MIN_SIDE_PX", "MAX_SIDE_PX"]
+
+#: Smallest cutout side in pixels: below it there is no sky around the host
+#: for the background mesh and no room for the photometry annulus (2.5 FWHM).
+MIN_SIDE_PX = 16
+#: Largest cutout side in pixels. 6 x petroR90_r of the largest SDSS galaxies
+#: at HSC's 0.168"/px is ~2,100 px; beyond this limit a cutout is refused from
+#: its header, before its pixels are read, so one file cannot exhaust a job's memory.
+MAX_SIDE_PX = 4096
 
 
 @dataclass
@@ -131,6 +139,22 @@ def write_cutout(path: str | Path, cutout: Cutout) -> Path:
     return path
 
 
+class _Refused(Exception):
+    """A cutout refused from its headers alone (not a reader failure)."""
+
+
+def _oversize(hdul) -> str:
+    """Why an HDU list is too large to read, from its headers; empty when it is not."""
+    for hdu in hdul[1:]:
+        sides = [int(hdu.header.get(f"NAXIS{k}", 0)) for k in (1, 2)]
+        if max(sides) > MAX_SIDE_PX:
+            return (
+                f"{hdu.name or 'HDU'}: image is {sides[0]}x{sides[1]} px, over the {MAX_SIDE_PX} px limit "
+                "of a side; cut a smaller cutout"
+            )
+    return ""
+
+
 def read_cutout(path: str | Path, bands: tuple[str, ...] | None = None) -> Cutout:
     """Read and check a cutout file.
 
@@ -149,9 +173,13 @@ def read_cutout(path: str | Path, bands: tuple[str, ...] | None = None) -> Cutou
     Raises
     ------
     CutoutError
-        Naming the file and the band if the file is missing, unreadable or
-        truncated; a required band is absent; a band lacks ``PSF_FWHM`` or a
-        celestial WCS; a band is all NaN; or bands differ in shape.
+        Naming the file and the band if the file is missing, empty,
+        unreadable or truncated; an image side is under :data:`MIN_SIDE_PX`
+        or over :data:`MAX_SIDE_PX` (checked from the header, before reading
+        pixels); a required band is absent; a band has integer pixels without
+        ``BSCALE``, infinite pixels, no positive finite ``PSF_FWHM`` or no
+        celestial WCS; a band is all NaN; an IVAR is infinite or negative; or
+        bands differ in shape.
     """
     path = Path(path)
     if not path.exists():
@@ -163,6 +191,11 @@ def read_cutout(path: str | Path, bands: tuple[str, ...] | None = None) -> Cutou
             warnings.simplefilter("error", AstropyWarning)
             hdul = fits.open(path, memmap=False)
             hdul.verify("silentfix")
+            oversize = _oversize(hdul)
+            if oversize:
+                hdul.close()
+                hdul = None
+                raise _Refused(oversize)
             _ = [hdu.data for hdu in hdul]
         with hdul:
             found = {}
@@ -178,10 +211,14 @@ def read_cutout(path: str | Path, bands: tuple[str, ...] | None = None) -> Cutou
                     psfs[name[4:].lower()] = np.asarray(hdu.data, dtype=np.float64)
                 elif len(name) == 1:
                     found[name.lower()] = (np.asarray(hdu.data, dtype=np.float32), hdu.header)
+    except _Refused as exc:
+        raise CutoutError(path, str(exc)) from None
     except (OSError, ValueError, TypeError, IndexError, AstropyWarning) as exc:
         if hdul is not None:
             hdul.close()
-        raise CutoutError(path, f"unreadable or truncated FITS ({exc})") from exc
+        if path.stat().st_size == 0:
+            raise CutoutError(path, "empty file (0 bytes); fetch or write the cutout again") from exc
+        raise CutoutError(path, f"unreadable or truncated FITS ({one_line(exc, 200)})") from exc
     wanted = tuple(bands) if bands is not None else tuple(found)
     if not wanted:
         raise CutoutError(path, "no band image HDUs (EXTNAME U, G, R, I, Z or Y)")
@@ -193,6 +230,17 @@ def read_cutout(path: str | Path, bands: tuple[str, ...] | None = None) -> Cutou
         data, header = found[band]
         if data.ndim != 2:
             raise CutoutError(path, f"band {band.upper()}: image is {data.ndim}-D, expected 2-D")
+        if min(data.shape) < MIN_SIDE_PX:
+            raise CutoutError(
+                path,
+                f"band {band.upper()}: image is {data.shape[1]}x{data.shape[0]} px, under {MIN_SIDE_PX} px a side",
+            )
+        if header.get("BITPIX", -32) > 0 and "BSCALE" not in header:
+            raise CutoutError(
+                path,
+                f"band {band.upper()}: integer pixels (BITPIX {header['BITPIX']}) without BSCALE; the cutout "
+                "contract wants float nanomaggies",
+            )
         if shape is None:
             shape = data.shape
         elif data.shape != shape:
@@ -204,6 +252,12 @@ def read_cutout(path: str | Path, bands: tuple[str, ...] | None = None) -> Cutou
             raise CutoutError(path, f"band {band.upper()}: PSF_FWHM must be > 0, got {fwhm}")
         if not np.isfinite(data).any():
             raise CutoutError(path, f"band {band.upper()}: all pixels are NaN")
+        n_inf = int(np.isinf(data).sum())
+        if n_inf:
+            # NaN marks a missing pixel; an infinity is a broken one (overflow, division by zero).
+            raise CutoutError(
+                path, f"band {band.upper()}: {n_inf} infinite pixel(s); mark bad pixels with NaN"
+            )
         if wcs is None:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", AstropyWarning)
@@ -218,6 +272,9 @@ def read_cutout(path: str | Path, bands: tuple[str, ...] | None = None) -> Cutou
             if not np.isfinite(noise[band]) or noise[band] <= 0:
                 raise CutoutError(path, f"band {band.upper()}: NOISECOR must be > 0, got {noise[band]}")
     ivars = {b: v for b, (v, _h) in ivar.items() if b in images and v.shape == shape}
+    for band, value in ivars.items():
+        if np.isinf(value).any() or (value < 0).any():
+            raise CutoutError(path, f"IVAR_{band.upper()}: infinite or negative inverse variance")
     psf_images = {}
     for band, image in psfs.items():
         if band not in images:

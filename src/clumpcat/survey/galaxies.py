@@ -17,9 +17,12 @@ from clumpcat.errors import InputError
 from clumpcat.paths import OBJID_PATTERN
 from clumpcat.tables import ColumnDoc, read_table
 
-__all__ = ["REQUIRED_COLUMNS", "GALAXY_COLUMNS", "read_galaxies", "validate_galaxies"]
+__all__ = ["FIX_ROWS", "REQUIRED_COLUMNS", "GALAXY_COLUMNS", "read_galaxies", "validate_galaxies"]
 
 REQUIRED_COLUMNS = ("objid", "ra", "dec")
+
+#: How a validation message ends: what to do.
+FIX_ROWS = "; fix these rows (0-based) of the galaxy table and run again"
 
 #: Units and descriptions of the galaxy-table columns clumpcat knows.
 GALAXY_COLUMNS: dict[str, ColumnDoc] = {
@@ -53,6 +56,15 @@ def _rows(mask: np.ndarray, first_row: int = 0, limit: int = 10) -> str:
     return f"row(s) {shown}{more}"
 
 
+def _shown_ids(ids: pd.Series, mask: np.ndarray, limit: int = 3, width: int = 24) -> str:
+    """The first few offending ids, quoted and shortened (a 10k-character id stays readable)."""
+    shown = []
+    for text in ids[mask].iloc[:limit]:
+        text = repr(text)
+        shown.append(text if len(text) <= width else text[: width - 4] + "...'")
+    return ", ".join(shown)
+
+
 def validate_galaxies(frame: pd.DataFrame, source: str = "galaxy table", first_row: int = 0) -> pd.DataFrame:
     """Check a galaxy table against the contract and normalise it.
 
@@ -78,22 +90,30 @@ def validate_galaxies(frame: pd.DataFrame, source: str = "galaxy table", first_r
         objid, malformed objid and non-finite or out-of-range coordinate, with
         0-based row numbers.
     """
+    # A byte-order mark or stray spaces glued to a header name are not part of it.
+    frame = frame.rename(columns=lambda c: c.replace("\ufeff", "").strip() if isinstance(c, str) else c)
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
     if missing:
         raise InputError(
             f"{source}: missing required column(s) {', '.join(missing)}; "
-            f"the galaxy table needs {', '.join(REQUIRED_COLUMNS)}"
+            f"the galaxy table needs {', '.join(REQUIRED_COLUMNS)} (found {', '.join(map(str, frame.columns[:10]))})"
         )
     out = frame.reset_index(drop=True).copy()
     problems = []
     objid = out["objid"]
     if pd.api.types.is_float_dtype(objid):
         problems.append("objid must be an integer or a string, not a float (ids lose digits)")
+    no_id = objid.isna().to_numpy(dtype=bool)
+    if no_id.any():
+        problems.append(f"empty objid in {_rows(no_id, first_row)}")
     objid = objid.astype(str)
-    bad_id = ~objid.str.fullmatch(OBJID_PATTERN.pattern).fillna(False).to_numpy(dtype=bool)
+    bad_id = ~no_id & ~objid.str.fullmatch(OBJID_PATTERN.pattern).fillna(False).to_numpy(dtype=bool)
     if bad_id.any():
-        problems.append(f"objid outside [A-Za-z0-9_.-] (or starting with '.') in {_rows(bad_id, first_row)}")
-    dup = objid.duplicated(keep=False).to_numpy()
+        problems.append(
+            f"objid outside [A-Za-z0-9_.-] (or starting with '.', or over 128 characters) in "
+            f"{_rows(bad_id, first_row)} ({_shown_ids(objid, bad_id)})"
+        )
+    dup = objid.duplicated(keep=False).to_numpy() & ~no_id
     if dup.any():
         names = ", ".join(sorted(set(objid[dup]))[:10])
         problems.append(f"duplicate objid ({names}) in {_rows(dup, first_row)}")
@@ -108,7 +128,11 @@ def validate_galaxies(frame: pd.DataFrame, source: str = "galaxy table", first_r
             problems.append(f"{col} outside [{lo:g}, {hi:g}] deg in {_rows(outside, first_row)}")
         out[col] = values
     if problems:
-        raise InputError(f"{source}: " + "; ".join(problems))
+        raise InputError(
+            f"{source}: "
+            + "; ".join(problems)
+            + "; fix these rows (0-based) of the galaxy table and run again"
+        )
     out["objid"] = objid
     return out
 

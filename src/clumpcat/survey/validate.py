@@ -15,30 +15,51 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
-from clumpcat.errors import InputError
-from clumpcat.survey.galaxies import GALAXY_COLUMNS, REQUIRED_COLUMNS, validate_galaxies
+from clumpcat.errors import InputError, one_line
+from clumpcat.survey.galaxies import FIX_ROWS, GALAXY_COLUMNS, REQUIRED_COLUMNS, validate_galaxies
 from clumpcat.tables import write_table
 
 __all__ = ["iter_chunks", "split_galaxies", "configure_parser", "run"]
 
 log = logging.getLogger(__name__)
 
+#: Chunks whose problems one message lists before it stops reading.
+_MAX_CHUNK_PROBLEMS = 5
+_FIX = FIX_ROWS
+
 
 def iter_chunks(path: str | Path, size: int) -> Iterator[pd.DataFrame]:
-    """Yield consecutive chunks of ``size`` rows of a Parquet or CSV table."""
+    """Yield consecutive chunks of ``size`` rows of a Parquet or CSV table.
+
+    Raises
+    ------
+    InputError
+        If the file is missing, empty, not valid Parquet or not UTF-8 CSV.
+    """
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file")
     suffix = path.suffix.lower()
-    if suffix in (".parquet", ".pq"):
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=size):
-            yield batch.to_pandas()
-    elif suffix == ".csv":
-        yield from pd.read_csv(path, chunksize=size, dtype={"objid": str})
-    else:
+    if suffix not in (".parquet", ".pq", ".csv"):
         raise InputError(f"{path}: galaxy table must be .parquet or .csv, got '{suffix}'")
+    if path.is_dir() or path.stat().st_size == 0:
+        raise InputError(f"{path}: the galaxy table is empty; it needs a header and rows of objid, ra, dec")
+    try:
+        if suffix == ".csv":
+            # encoding utf-8-sig: a byte-order mark (Excel's UTF-8 CSV) is not part of the first name.
+            yield from pd.read_csv(path, chunksize=size, dtype={"objid": str}, encoding="utf-8-sig")
+        else:
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=size):
+                yield batch.to_pandas()
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        kind = "UTF-8 CSV" if suffix == ".csv" else "Parquet"
+        raise InputError(
+            f"{path}: cannot read the galaxy table as {kind} ({one_line(exc, 200)}); "
+            "write it as UTF-8 CSV or Parquet with columns objid, ra, dec"
+        ) from exc
 
 
 def split_galaxies(path: str | Path, shard_size: int, out_dir: str | Path) -> list[Path]:
@@ -71,14 +92,27 @@ def split_galaxies(path: str | Path, shard_size: int, out_dir: str | Path) -> li
     written: list[Path] = []
     hashes = []
     first = 0
+    problems: list[str] = []
     try:
         for k, chunk in enumerate(iter_chunks(path, shard_size)):
-            frame = validate_galaxies(chunk, source=str(path), first_row=first)
+            try:
+                frame = validate_galaxies(chunk, source=str(path), first_row=first)
+            except InputError as exc:
+                # Read on to the end, so that one message names the bad rows of the whole table.
+                problems.append(str(exc).removeprefix(f"{path}: ").removesuffix(_FIX))
+                first += len(chunk)
+                if "missing required column" in problems[-1] or len(problems) >= _MAX_CHUNK_PROBLEMS:
+                    break
+                continue
+            first += len(frame)
+            if problems:
+                continue
             hashes.append(pd.util.hash_array(frame["objid"].to_numpy(dtype=object)))
             target = out_dir / f"{k:05d}" / "galaxies.parquet"
             write_table(frame, target, GALAXY_COLUMNS)
             written.append(target)
-            first += len(frame)
+        if problems:
+            raise InputError(f"{path}: " + "; ".join(problems) + _FIX)
         if first == 0:
             raise InputError(f"{path}: the galaxy table has no rows (needs {', '.join(REQUIRED_COLUMNS)})")
         _check_duplicates_across_chunks(path, hashes, shard_size)

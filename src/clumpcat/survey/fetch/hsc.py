@@ -37,7 +37,7 @@ from astropy.nddata import NoOverlapError
 from astropy.wcs.utils import proj_plane_pixel_scales
 
 from clumpcat.constants import HSC_BANDS, HSC_PIXEL_SCALE
-from clumpcat.paths import objid_path
+from clumpcat.paths import check_name, objid_path
 from clumpcat.survey.cutouts import Cutout, write_cutout
 from clumpcat.survey.fetch.common import (
     FetchResult,
@@ -174,7 +174,7 @@ def _fetch_galaxy(
     table_fwhm: dict[str, float] = {}
     try:
         for band in HSC_BANDS:
-            dest = folder / f"{objid}-{band}.fits"
+            dest = objid_path(folder, objid, f"-{band}.fits")
             files.append(dest)
             params = das_cutout_params(row.ra, row.dec, half_arcsec, band, rerun)
             try:
@@ -190,7 +190,7 @@ def _fetch_galaxy(
                     "(asked with image=on&mask=on&variance=on); errors would be unknown"
                 )
             if psf_url:
-                psf_dest = folder / f"{objid}-{band}.psf.fits"
+                psf_dest = objid_path(folder, objid, f"-{band}.psf.fits")
                 files.append(psf_dest)
                 psf_params = psf_picker_params(row.ra, row.dec, band, rerun)
                 try:
@@ -314,6 +314,7 @@ def fetch_hsc(
         share of a band's DAS pixels in ``mask_planes``).
     """
     cutouts, cache = Path(cutouts), Path(cache)
+    check_name(rerun, "hsc.rerun")  # it names a cache folder
     result = FetchResult(objids=galaxies["objid"].astype(str).tolist())
     done = existing_cutouts(cutouts, result.objids, HSC_BANDS)
     for objid in sorted(done):

@@ -567,7 +567,13 @@ class ArchiveRoot:
             The file is corrupt in the mirror, or stayed corrupt after the retries.
         RemoteError
             The archive could not be reached.
+        InputError
+            ``relpath`` is absolute or climbs out with ``..`` (it is built
+            from table values: run, camcol, field).
         """
+        parts = Path(relpath).parts
+        if not parts or Path(relpath).is_absolute() or ".." in parts or "\0" in relpath:
+            raise InputError(f"archive path {relpath[:80]!r} would leave the archive root or the cache")
         if self.folder is not None:
             path = self.folder / relpath
             if not path.is_file():
