@@ -169,6 +169,67 @@ def test_detect_maps_boxes_to_the_cutout_and_sky(survey, trained, tmp_path):
         assert (detections["label"].isin(["normal", "odd"])).all()
 
 
+@pytest.mark.parametrize("render_on", ["loader", "device"])
+def test_detect_from_cutouts_equals_detect_from_pngs(survey, trained, tmp_path, render_on):
+    """No PNG round trip: the same candidates, in the same frame, as from the rendered PNGs."""
+    out, _ = trained
+    common = dict(device="cpu", batch_size=4, score_floor=0.0)
+    from_png = detect_shard(
+        out / "model.pt", survey / "render.parquet", survey / "cutouts",
+        tmp_path / "png.parquet", tmp_path / "status-png.parquet", **common,
+    )  # fmt: skip
+    direct = detect_shard(
+        out / "model.pt", None, survey / "cutouts", tmp_path / "direct.parquet",
+        tmp_path / "status-direct.parquet", galaxies=survey / "galaxies.parquet",
+        survey="synthetic", render_on=render_on, **common,
+    )  # fmt: skip
+    assert list(direct.columns) == list(from_png.columns) and dict(direct.dtypes) == dict(from_png.dtypes)
+    assert len(from_png) > 0
+    # The images differ by at most one grey level at a few pixels ("device"):
+    # each confident candidate is found again, at the same place and score.
+    confident = from_png[from_png["score"] >= 0.1]
+    for row in confident.itertuples():
+        same = direct[(direct["objid"] == row.objid) & (direct["label"] == row.label)]
+        distance = np.hypot(same["x"] - row.x, same["y"] - row.y)
+        assert len(same) and distance.min() < 0.5, row
+        assert same["score"].iloc[int(np.argmin(distance))] == pytest.approx(row.score, abs=0.02)
+    if render_on == "loader":  # the same numpy/Pillow rendering: identical
+        pd.testing.assert_frame_equal(direct, from_png)
+    status = read_table(tmp_path / "status-direct.parquet")
+    assert (status["status"] == "ok").all() and len(status) == 12
+
+
+def test_detect_from_cutouts_fails_a_broken_cutout_alone(survey, trained, tmp_path):
+    out, _ = trained
+    folder = tmp_path / "cutouts"
+    folder.mkdir()
+    galaxies = read_table(survey / "galaxies.parquet").iloc[:3]
+    for objid in galaxies["objid"]:
+        (folder / f"{objid}.fits").write_bytes((survey / "cutouts" / f"{objid}.fits").read_bytes())
+    broken = galaxies["objid"].iloc[1]
+    (folder / f"{broken}.fits").write_bytes(b"SIMPLE  =                    T")
+    galaxies.to_parquet(tmp_path / "galaxies.parquet")
+    detect_shard(
+        out / "model.pt", None, folder, tmp_path / "det.parquet", tmp_path / "status.parquet",
+        galaxies=tmp_path / "galaxies.parquet", device="cpu", batch_size=2, score_floor=0.0,
+    )  # fmt: skip
+    status = read_table(tmp_path / "status.parquet").set_index("objid")
+    assert status.loc[broken, "status"] == "failed" and status.loc[broken, "stage"] == "detect"
+    assert f"{broken}.fits" in status.loc[broken, "reason"]
+    assert (status.drop(index=broken)["status"] == "ok").all()
+
+
+def test_detect_asks_for_cuda_without_one_clearly(survey, trained, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    out, _ = trained
+    with pytest.raises(InputError, match="no CUDA device.*--device cpu"):
+        detect_shard(
+            out / "model.pt", None, survey / "cutouts", tmp_path / "d.parquet", tmp_path / "s.parquet",
+            galaxies=survey / "galaxies.parquet", device="cuda",
+        )  # fmt: skip
+
+
 def test_rendered_boxes_map_back_to_cutout_pixels_and_sky():
     from clumpcat.detection.inference import to_cutout_frame
     from clumpcat.geometry import RenderGeometry, boxes_around
