@@ -169,19 +169,26 @@ def test_detect_maps_boxes_to_the_cutout_and_sky(survey, trained, tmp_path):
         assert (detections["label"].isin(["normal", "odd"])).all()
 
 
+@pytest.fixture(scope="module")
+def png_detections(survey, trained, tmp_path_factory):
+    """Detections of the survey from its rendered PNGs (the path before issue 13)."""
+    out, _ = trained
+    tmp = tmp_path_factory.mktemp("png-detect")
+    return detect_shard(
+        out / "model.pt", survey / "render.parquet", survey / "cutouts", tmp / "png.parquet",
+        tmp / "status-png.parquet", device="cpu", batch_size=4, score_floor=0.0,
+    )  # fmt: skip
+
+
 @pytest.mark.parametrize("render_on", ["loader", "device"])
-def test_detect_from_cutouts_equals_detect_from_pngs(survey, trained, tmp_path, render_on):
+def test_detect_from_cutouts_equals_detect_from_pngs(survey, trained, png_detections, tmp_path, render_on):
     """No PNG round trip: the same candidates, in the same frame, as from the rendered PNGs."""
     out, _ = trained
-    common = dict(device="cpu", batch_size=4, score_floor=0.0)
-    from_png = detect_shard(
-        out / "model.pt", survey / "render.parquet", survey / "cutouts",
-        tmp_path / "png.parquet", tmp_path / "status-png.parquet", **common,
-    )  # fmt: skip
+    from_png = png_detections
     direct = detect_shard(
         out / "model.pt", None, survey / "cutouts", tmp_path / "direct.parquet",
         tmp_path / "status-direct.parquet", galaxies=survey / "galaxies.parquet",
-        survey="synthetic", render_on=render_on, **common,
+        survey="synthetic", render_on=render_on, device="cpu", batch_size=4, score_floor=0.0,
     )  # fmt: skip
     assert list(direct.columns) == list(from_png.columns) and dict(direct.dtypes) == dict(from_png.dtypes)
     assert len(from_png) > 0
@@ -197,6 +204,29 @@ def test_detect_from_cutouts_equals_detect_from_pngs(survey, trained, tmp_path, 
         pd.testing.assert_frame_equal(direct, from_png)
     status = read_table(tmp_path / "status-direct.parquet")
     assert (status["status"] == "ok").all() and len(status) == 12
+
+
+def test_detect_with_workers_gives_the_same_detections(survey, trained, tmp_path):
+    """Workers read the cutouts; the sky positions come from a process pool (no WCS pickled)."""
+    out, _ = trained
+    tables = []
+    for workers in (0, 2):
+        tables.append(
+            detect_shard(
+                out / "model.pt",
+                None,
+                survey / "cutouts",
+                tmp_path / f"d{workers}.parquet",
+                tmp_path / f"s{workers}.parquet",
+                galaxies=survey / "galaxies.parquet",
+                device="cpu",
+                batch_size=4,
+                num_workers=workers,
+                score_floor=0.05,
+            )  # fmt: skip
+        )
+    assert len(tables[0]) > 0
+    pd.testing.assert_frame_equal(tables[0], tables[1])
 
 
 def test_detect_from_cutouts_fails_a_broken_cutout_alone(survey, trained, tmp_path):
@@ -217,6 +247,23 @@ def test_detect_from_cutouts_fails_a_broken_cutout_alone(survey, trained, tmp_pa
     assert status.loc[broken, "status"] == "failed" and status.loc[broken, "stage"] == "detect"
     assert f"{broken}.fits" in status.loc[broken, "reason"]
     assert (status.drop(index=broken)["status"] == "ok").all()
+
+
+def test_detect_cli_reads_cutouts_as_the_rule_does(survey, trained, tmp_path):
+    from clumpcat.cli import main
+    from clumpcat.detection.inference import DETECTION_COLUMNS
+
+    out, _ = trained
+    argv = ["detect", "--model", str(out / "model.pt"), "--cutouts", str(survey / "cutouts"),
+            "--survey", "synthetic", "--out", str(tmp_path / "d.parquet"),
+            "--status-out", str(tmp_path / "s.parquet"), "--batch-size", "6", "--score-floor", "0.3"]  # fmt: skip
+    assert main([*argv, "--galaxies", str(survey / "galaxies.parquet"), "--render-on", "device"]) == 0
+    detections = read_table(tmp_path / "d.parquet")
+    assert list(detections.columns) == list(DETECTION_COLUMNS)
+    assert (detections["score"] >= 0.3).all()
+    assert set(detections["objid"]) <= set(read_table(survey / "galaxies.parquet")["objid"].astype(str))
+    with pytest.raises(SystemExit):  # one source of images, not two
+        main([*argv, "--galaxies", "g.parquet", "--render", "r.parquet"])
 
 
 def test_detect_asks_for_cuda_without_one_clearly(survey, trained, tmp_path):

@@ -356,13 +356,19 @@ class CutoutImages(torch.utils.data.Dataset):
         Side of the rendered image.
     resample : {'lanczos', 'bilinear'}
         Resize filter.
+    with_wcs : bool
+        Put the cutout's WCS in the item. Unpickling an astropy WCS costs
+        milliseconds, which the one main process of a GPU job cannot afford
+        per galaxy: with workers, leave it out (None) and let
+        :func:`clumpcat.detection.inference.detect_shard` map the boxes to
+        the sky in a process pool.
 
     Notes
     -----
     Item ``i`` is a dict: ``objid``; ``image`` (tensor as above, or None when
     the cutout broke the contract); ``error`` (the reason, naming the file,
     or ""); ``geometry`` (:class:`~clumpcat.geometry.RenderGeometry`);
-    ``flux_scale`` (for the asinh composite); ``fwhm_r_px``; ``wcs``.
+    ``flux_scale`` (for the asinh composite); ``fwhm_r_px``; ``wcs`` (or None).
     """
 
     def __init__(
@@ -374,6 +380,7 @@ class CutoutImages(torch.utils.data.Dataset):
         render_here: bool = True,
         size: int = RENDER_SIZE,
         resample: str = "lanczos",
+        with_wcs: bool = True,
     ):
         if survey not in SURVEY_RENDERERS:
             allowed = ", ".join(repr(s) for s in SURVEY_RENDERERS)
@@ -384,6 +391,7 @@ class CutoutImages(torch.utils.data.Dataset):
         self.render_here = render_here
         self.size = size
         self.resample = resample
+        self.with_wcs = with_wcs
         self.bands = tuple(sorted(set(RGB_BANDS) | {"r"}))
 
     def __len__(self) -> int:
@@ -410,7 +418,7 @@ class CutoutImages(torch.utils.data.Dataset):
                 geometry=geometry,
                 flux_scale=flux_scale_of(self.survey, cutout.pixel_scale),
                 fwhm_r_px=cutout.fwhm_pixels("r"),
-                wcs=cutout.wcs,
+                wcs=cutout.wcs if self.with_wcs else None,
             )
         except CutoutError as exc:
             item["error"] = str(exc)

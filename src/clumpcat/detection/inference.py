@@ -22,6 +22,7 @@ batches from DataLoader workers; on CPU: a fixed thread count.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import logging
 import time
 import warnings
@@ -254,12 +255,15 @@ def detect_cutouts(
     predictions : dict
         objid -> ``{"boxes": (N, 4) XYXY rendered pixels, "scores", "labels" (1/2)}``.
     info : dict
-        objid -> ``{"geometry", "wcs", "fwhm_r_px"}`` of each detected galaxy.
+        objid -> ``{"geometry", "wcs", "fwhm_r_px"}`` of each detected galaxy;
+        ``wcs`` is None with workers (see :class:`CutoutImages`).
     failures : list of LedgerEntry
         Galaxies whose cutout broke the contract (stage ``detect``).
     """
     here = render_here(render, device)
-    dataset = CutoutImages(objids, cutout_dir, survey, render_here=here, resample=resample)
+    dataset = CutoutImages(
+        objids, cutout_dir, survey, render_here=here, resample=resample, with_wcs=num_workers == 0
+    )
     loader = _loader(
         dataset, batch_size=batch_size, num_workers=num_workers, device=device, collate_fn=collate_items
     )
@@ -315,6 +319,16 @@ def to_cutout_frame(
         },
         columns=list(DETECTION_COLUMNS),
     )
+
+
+def _frame_from_file(task) -> pd.DataFrame | str:
+    """:func:`to_cutout_frame` with the WCS read from the cutout; the reason as a str if unreadable."""
+    objid, pred, geometry, fwhm_r_px, cutout_dir = task
+    try:
+        wcs = _cutout_wcs(objid_path(cutout_dir, objid, ".fits"))
+    except (OSError, ValueError, KeyError, IndexError) as exc:
+        return f"cutout WCS unreadable ({exc})"
+    return to_cutout_frame(objid, pred, geometry, wcs, fwhm_r_px)
 
 
 def detect_shard(
@@ -422,20 +436,33 @@ def detect_shard(
         predictions, failures = detect_images(model, todo, **settings)
         info = {}
     elapsed = time.perf_counter() - began
-    frames = []
+    frames, later = {}, []
     for row in todo.itertuples(index=False):
         if row.objid not in predictions:
             continue
         if row.objid not in info:
-            try:
-                wcs = _cutout_wcs(objid_path(cutout_dir, row.objid, ".fits"))
-            except (OSError, ValueError, KeyError, IndexError) as exc:
-                reason = f"cutout WCS unreadable ({exc})"
-                failures.append(LedgerEntry(row.objid, "failed", "detect", reason))
-                continue
             geometry = RenderGeometry(int(row.nx), int(row.ny), float(row.scale_x), float(row.scale_y))
-            info[row.objid] = {"geometry": geometry, "wcs": wcs, "fwhm_r_px": row.fwhm_r_px}
-        frames.append(to_cutout_frame(row.objid, predictions[row.objid], **info[row.objid]))
+            info[row.objid] = {"geometry": geometry, "wcs": None, "fwhm_r_px": row.fwhm_r_px}
+        if info[row.objid]["wcs"] is None:
+            later.append(row.objid)
+        else:
+            frames[row.objid] = to_cutout_frame(row.objid, predictions[row.objid], **info[row.objid])
+    # Galaxies without a WCS at hand: read it from the cutout header, in
+    # worker processes when there are workers (astropy's WCS is slow to build).
+    tasks = [(o, predictions[o], info[o]["geometry"], info[o]["fwhm_r_px"], cutout_dir) for o in later]
+    if num_workers > 1 and len(tasks) > 1:
+        with concurrent.futures.ProcessPoolExecutor(num_workers) as pool:
+            results = list(
+                pool.map(_frame_from_file, tasks, chunksize=max(1, len(tasks) // (4 * num_workers)))
+            )
+    else:
+        results = [_frame_from_file(t) for t in tasks]
+    for objid, result in zip(later, results, strict=True):
+        if isinstance(result, str):
+            failures.append(LedgerEntry(objid, "failed", "detect", result))
+        else:
+            frames[objid] = result
+    frames = [frames[o] for o in todo["objid"] if o in frames]  # the shard's order
     detections = (
         pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(DETECTION_COLUMNS))
     )
