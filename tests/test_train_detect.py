@@ -169,6 +169,114 @@ def test_detect_maps_boxes_to_the_cutout_and_sky(survey, trained, tmp_path):
         assert (detections["label"].isin(["normal", "odd"])).all()
 
 
+@pytest.fixture(scope="module")
+def png_detections(survey, trained, tmp_path_factory):
+    """Detections of the survey from its rendered PNGs (the path before issue 13)."""
+    out, _ = trained
+    tmp = tmp_path_factory.mktemp("png-detect")
+    return detect_shard(
+        out / "model.pt", survey / "render.parquet", survey / "cutouts", tmp / "png.parquet",
+        tmp / "status-png.parquet", device="cpu", batch_size=4, score_floor=0.0,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("render_on", ["loader", "device"])
+def test_detect_from_cutouts_equals_detect_from_pngs(survey, trained, png_detections, tmp_path, render_on):
+    """No PNG round trip: the same candidates, in the same frame, as from the rendered PNGs."""
+    out, _ = trained
+    from_png = png_detections
+    direct = detect_shard(
+        out / "model.pt", None, survey / "cutouts", tmp_path / "direct.parquet",
+        tmp_path / "status-direct.parquet", galaxies=survey / "galaxies.parquet",
+        survey="synthetic", render_on=render_on, device="cpu", batch_size=4, score_floor=0.0,
+    )  # fmt: skip
+    assert list(direct.columns) == list(from_png.columns) and dict(direct.dtypes) == dict(from_png.dtypes)
+    assert len(from_png) > 0
+    # The images differ by at most one grey level at a few pixels ("device"):
+    # each confident candidate is found again, at the same place and score.
+    confident = from_png[from_png["score"] >= 0.1]
+    for row in confident.itertuples():
+        same = direct[(direct["objid"] == row.objid) & (direct["label"] == row.label)]
+        distance = np.hypot(same["x"] - row.x, same["y"] - row.y)
+        assert len(same) and distance.min() < 0.5, row
+        assert same["score"].iloc[int(np.argmin(distance))] == pytest.approx(row.score, abs=0.02)
+    if render_on == "loader":  # the same numpy/Pillow rendering: identical
+        pd.testing.assert_frame_equal(direct, from_png)
+    status = read_table(tmp_path / "status-direct.parquet")
+    assert (status["status"] == "ok").all() and len(status) == 12
+
+
+def test_detect_with_workers_gives_the_same_detections(survey, trained, tmp_path):
+    """Workers read the cutouts; the sky positions come from a process pool (no WCS pickled)."""
+    out, _ = trained
+    tables = []
+    for workers in (0, 2):
+        tables.append(
+            detect_shard(
+                out / "model.pt",
+                None,
+                survey / "cutouts",
+                tmp_path / f"d{workers}.parquet",
+                tmp_path / f"s{workers}.parquet",
+                galaxies=survey / "galaxies.parquet",
+                device="cpu",
+                batch_size=4,
+                num_workers=workers,
+                score_floor=0.05,
+            )  # fmt: skip
+        )
+    assert len(tables[0]) > 0
+    pd.testing.assert_frame_equal(tables[0], tables[1])
+
+
+def test_detect_from_cutouts_fails_a_broken_cutout_alone(survey, trained, tmp_path):
+    out, _ = trained
+    folder = tmp_path / "cutouts"
+    folder.mkdir()
+    galaxies = read_table(survey / "galaxies.parquet").iloc[:3]
+    for objid in galaxies["objid"]:
+        (folder / f"{objid}.fits").write_bytes((survey / "cutouts" / f"{objid}.fits").read_bytes())
+    broken = galaxies["objid"].iloc[1]
+    (folder / f"{broken}.fits").write_bytes(b"SIMPLE  =                    T")
+    galaxies.to_parquet(tmp_path / "galaxies.parquet")
+    detect_shard(
+        out / "model.pt", None, folder, tmp_path / "det.parquet", tmp_path / "status.parquet",
+        galaxies=tmp_path / "galaxies.parquet", device="cpu", batch_size=2, score_floor=0.0,
+    )  # fmt: skip
+    status = read_table(tmp_path / "status.parquet").set_index("objid")
+    assert status.loc[broken, "status"] == "failed" and status.loc[broken, "stage"] == "detect"
+    assert f"{broken}.fits" in status.loc[broken, "reason"]
+    assert (status.drop(index=broken)["status"] == "ok").all()
+
+
+def test_detect_cli_reads_cutouts_as_the_rule_does(survey, trained, tmp_path):
+    from clumpcat.cli import main
+    from clumpcat.detection.inference import DETECTION_COLUMNS
+
+    out, _ = trained
+    argv = ["detect", "--model", str(out / "model.pt"), "--cutouts", str(survey / "cutouts"),
+            "--survey", "synthetic", "--out", str(tmp_path / "d.parquet"),
+            "--status-out", str(tmp_path / "s.parquet"), "--batch-size", "6", "--score-floor", "0.3"]  # fmt: skip
+    assert main([*argv, "--galaxies", str(survey / "galaxies.parquet"), "--render-on", "device"]) == 0
+    detections = read_table(tmp_path / "d.parquet")
+    assert list(detections.columns) == list(DETECTION_COLUMNS)
+    assert (detections["score"] >= 0.3).all()
+    assert set(detections["objid"]) <= set(read_table(survey / "galaxies.parquet")["objid"].astype(str))
+    with pytest.raises(SystemExit):  # one source of images, not two
+        main([*argv, "--galaxies", "g.parquet", "--render", "r.parquet"])
+
+
+def test_detect_asks_for_cuda_without_one_clearly(survey, trained, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    out, _ = trained
+    with pytest.raises(InputError, match="no CUDA device.*--device cpu"):
+        detect_shard(
+            out / "model.pt", None, survey / "cutouts", tmp_path / "d.parquet", tmp_path / "s.parquet",
+            galaxies=survey / "galaxies.parquet", device="cuda",
+        )  # fmt: skip
+
+
 def test_rendered_boxes_map_back_to_cutout_pixels_and_sky():
     from clumpcat.detection.inference import to_cutout_frame
     from clumpcat.geometry import RenderGeometry, boxes_around

@@ -436,7 +436,13 @@ class DetectSettings(Settings):
     score_floor: float = setting(
         0.05, "Lowest score kept; the catalogue cut comes later.", minimum=0, maximum=1
     )
-    amp: bool = setting(True, "bfloat16 autocast on CUDA.")
+    amp: bool = setting(True, "bfloat16 autocast and channels-last on CUDA.")
+    render_on: str = setting(
+        "auto",
+        "Where detect renders the cutouts: device (torch, on the GPU), loader (numpy and Pillow in "
+        "the DataLoader workers) or auto (device on CUDA, loader on a CPU, where Pillow is faster).",
+        choices=("auto", "device", "loader"),
+    )
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,11 @@
-# Batched inference over each shard's rendered images (GPU or CPU).
+# Batched inference over each shard's cutouts, rendered on the way (GPU or CPU;
+# no PNG is read: the render rule's PNGs serve training and the gallery).
 
 
 rule detect:
     input:
         model=MODEL,
-        render=f"{RESULTS}/{{sample}}/shards/{{shard}}/render.parquet",
+        galaxies=galaxies_of,
         status=f"{RESULTS}/{{sample}}/shards/{{shard}}/status-render.parquet",
     output:
         detections=f"{RESULTS}/{{sample}}/shards/{{shard}}/detections.parquet",
@@ -12,6 +13,7 @@ rule detect:
     params:
         cutouts=cutouts_param,
         settings=DETECT_OPTIONS,
+        survey=SURVEY,
     log:
         f"{RESULTS}/logs/detect/{{sample}}-{{shard}}.log",
     benchmark:
@@ -24,7 +26,7 @@ rule detect:
     conda:
         ENV
     shell:
-        "clumpcat detect --model {input.model} --render {input.render} "
-        "--cutouts {params.cutouts} --status-in {input.status} "
+        "clumpcat detect --model {input.model} --galaxies {input.galaxies} "
+        "--cutouts {params.cutouts} --survey {params.survey} --status-in {input.status} "
         "--status-out {output.status} --out {output.detections} "
         "{params.settings} --threads {threads} 2> {log}"

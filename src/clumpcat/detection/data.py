@@ -1,14 +1,18 @@
-"""Training images and boxes: the central crops of the rendered galaxies.
+"""Training images and boxes, and the cutouts read for inference.
 
 The detector is trained on the central ``CROP_SIZE`` x ``CROP_SIZE`` square of
 each 400-px rendered image, where the clumps lie (paper Section 4.2, Fig. 2),
 with random horizontal and vertical flips. Boxes are XYXY in continuous pixel
 edge coordinates of the crop (torchvision's convention).
+
+Inference reads the cutouts themselves (:class:`CutoutImages`): no PNG is
+written or decoded between the cutout and the model.
 """
 
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +24,13 @@ from torchvision import tv_tensors
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.v2 import functional as tvf
 
-from clumpcat.constants import CROP_SIZE, LABEL_IDS
-from clumpcat.errors import InputError
+from clumpcat.constants import CROP_SIZE, LABEL_IDS, RENDER_SIZE, RGB_BANDS
+from clumpcat.errors import CutoutError, InputError
+from clumpcat.geometry import RenderGeometry
+from clumpcat.paths import objid_path
+from clumpcat.render.rgb import SURVEY_RENDERERS, render_cutout
+from clumpcat.render.torch_rgb import flux_scale_of, stack_bands
+from clumpcat.survey.cutouts import read_cutout
 from clumpcat.tables import read_table
 
 __all__ = [
@@ -32,7 +41,9 @@ __all__ = [
     "stratified_split",
     "subset_images",
     "CropDataset",
+    "CutoutImages",
     "collate",
+    "collate_items",
 ]
 
 log = logging.getLogger(__name__)
@@ -321,3 +332,101 @@ class CropDataset(torch.utils.data.Dataset):
 def collate(batch):
     """Keep images and targets as lists (torchvision detection convention)."""
     return tuple(zip(*batch, strict=True))
+
+
+class CutoutImages(torch.utils.data.Dataset):
+    """The cutouts of a shard, read for inference (no PNG in between).
+
+    Parameters
+    ----------
+    objids : sequence of str
+        Galaxies; item ``i`` reads ``cutout_dir/{objids[i]}.fits``.
+    cutout_dir : str or Path
+        Folder of the cutouts.
+    survey : {'sdss', 'synthetic', 'hsc'}
+        Chooses the composite (:data:`clumpcat.render.rgb.SURVEY_RENDERERS`).
+    render_here : bool
+        True: the item's image is rendered here, in the worker, by
+        :func:`clumpcat.render.rgb.render_cutout` (numpy and Pillow, the
+        fastest on a CPU) as a (3, size, size) float tensor in [0, 1].
+        False: the item holds the unscaled (3, ny, nx) float32 i, r, g stack,
+        to be rendered on the device by
+        :func:`clumpcat.render.torch_rgb.render_tensor` (on a GPU).
+    size : int
+        Side of the rendered image.
+    resample : {'lanczos', 'bilinear'}
+        Resize filter.
+    with_wcs : bool
+        Put the cutout's WCS in the item. Unpickling an astropy WCS costs
+        milliseconds, which the one main process of a GPU job cannot afford
+        per galaxy: with workers, leave it out (None) and let
+        :func:`clumpcat.detection.inference.detect_shard` map the boxes to
+        the sky in a process pool.
+
+    Notes
+    -----
+    Item ``i`` is a dict: ``objid``; ``image`` (tensor as above, or None when
+    the cutout broke the contract); ``error`` (the reason, naming the file,
+    or ""); ``geometry`` (:class:`~clumpcat.geometry.RenderGeometry`);
+    ``flux_scale`` (for the asinh composite); ``fwhm_r_px``; ``wcs`` (or None).
+    """
+
+    def __init__(
+        self,
+        objids: Sequence[str],
+        cutout_dir: str | Path,
+        survey: str,
+        *,
+        render_here: bool = True,
+        size: int = RENDER_SIZE,
+        resample: str = "lanczos",
+        with_wcs: bool = True,
+    ):
+        if survey not in SURVEY_RENDERERS:
+            allowed = ", ".join(repr(s) for s in SURVEY_RENDERERS)
+            raise InputError(f"'survey' must be one of {allowed}, got {survey!r}")
+        self.objids = [str(o) for o in objids]
+        self.cutout_dir = Path(cutout_dir)
+        self.survey = survey
+        self.render_here = render_here
+        self.size = size
+        self.resample = resample
+        self.with_wcs = with_wcs
+        self.bands = tuple(sorted(set(RGB_BANDS) | {"r"}))
+
+    def __len__(self) -> int:
+        return len(self.objids)
+
+    def __getitem__(self, index: int) -> dict:
+        objid = self.objids[index]
+        path = objid_path(self.cutout_dir, objid, ".fits")
+        item = {"objid": objid, "image": None, "error": "", "geometry": None}
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                cutout = read_cutout(path, bands=self.bands)
+            for w in caught:
+                log.warning("detect: %s: %s: %s", path, w.category.__name__, str(w.message).splitlines()[0])
+            if self.render_here:
+                rgb, geometry = render_cutout(cutout, self.survey, size=self.size, resample=self.resample)
+                image = torch.from_numpy(rgb.transpose(2, 0, 1).copy()).float().div_(255.0)
+            else:
+                image = torch.from_numpy(stack_bands(cutout.images))
+                geometry = RenderGeometry.for_shape(cutout.shape, size=self.size)
+            item.update(
+                image=image,
+                geometry=geometry,
+                flux_scale=flux_scale_of(self.survey, cutout.pixel_scale),
+                fwhm_r_px=cutout.fwhm_pixels("r"),
+                wcs=cutout.wcs if self.with_wcs else None,
+            )
+        except CutoutError as exc:
+            item["error"] = str(exc)
+        except (ValueError, ArithmeticError) as exc:
+            item["error"] = f"{path}: cannot render ({exc})"
+        return item
+
+
+def collate_items(batch: list[dict]) -> list[dict]:
+    """Keep inference items as a list of dicts (images differ in size before rendering)."""
+    return list(batch)
