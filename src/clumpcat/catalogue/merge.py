@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from clumpcat.errors import InputError
+from clumpcat.manifests import ManifestPaths, manifest_help
 
 __all__ = ["merge_parquet", "configure_parser", "run"]
 
@@ -82,7 +83,9 @@ def merge_parquet(paths: Sequence[str | Path], out: str | Path) -> int:
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``clumpcat merge``."""
-    parser.add_argument("inputs", nargs="+", help="shard tables to concatenate, in order")
+    parser.add_argument(
+        "inputs", nargs="+", action=ManifestPaths, help=manifest_help("shard tables to concatenate, in order")
+    )
     parser.add_argument("--out", required=True, help="merged Parquet table")
 
 
