@@ -66,6 +66,7 @@ def main() -> None:
                     f"shard_size={size}",
                     "survey=sdss",
                 ],
+                cwd=ROOT,  # where Snakemake finds the Snakefile
                 capture_output=True,
                 text=True,
                 check=False,
@@ -77,7 +78,7 @@ def main() -> None:
                 (
                     n,
                     size,
-                    jobs.group(1) if jobs else f"error: {out.stderr[-300:]}",
+                    jobs.group(1) if jobs else f"error: {(out.stderr or out.stdout)[-300:]}",
                     f"{seconds:.1f}",
                     length,
                     rule,
