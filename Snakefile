@@ -12,6 +12,7 @@ report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/manifests.smk"
 include: "workflow/rules/simulate.smk"
 include: "workflow/rules/fetch.smk"
 include: "workflow/rules/render.smk"

@@ -1,7 +1,9 @@
 """How long `snakemake -n` takes to build the DAG of a large survey.
 
 DESIGN.md: a dry run over 10^6 galaxies in under a minute. Prints a table of
-galaxies, shard size, jobs and seconds.
+galaxies, shard size, jobs, seconds (of `snakemake -n -p`, which prints every
+job's command) and the longest shell command in bytes with its rule (issue 13:
+none over 32 KiB; Linux caps one argument at 128 KiB).
 
     .venv/bin/python benchmarks/bench_dag.py [--galaxies 1000000] [--shard-size 1000 5000]
 """
@@ -48,8 +50,10 @@ def main() -> None:
                 [
                     str(snakemake),
                     "-n",
+                    "-p",
                     "--quiet",
-                    "rules",
+                    "reason",
+                    "host",
                     "--cores",
                     "2",
                     "--directory",
@@ -62,16 +66,40 @@ def main() -> None:
                     f"shard_size={size}",
                     "survey=sdss",
                 ],
+                cwd=ROOT,  # where Snakemake finds the Snakefile
                 capture_output=True,
                 text=True,
                 check=False,
             )
             seconds = time.perf_counter() - start
             jobs = re.search(r"^total\s+(\d+)", out.stdout, re.M)
-            rows.append((n, size, jobs.group(1) if jobs else f"error: {out.stderr[-300:]}", f"{seconds:.1f}"))
-    print(f"{'galaxies':>10} {'shard_size':>10} {'jobs':>8} {'seconds':>8}")
+            length, rule = longest_command(out.stdout)
+            rows.append(
+                (
+                    n,
+                    size,
+                    jobs.group(1) if jobs else f"error: {(out.stderr or out.stdout)[-300:]}",
+                    f"{seconds:.1f}",
+                    length,
+                    rule,
+                )
+            )
+    print(f"{'galaxies':>10} {'shard_size':>10} {'jobs':>8} {'seconds':>8} {'longest_cmd_bytes':>17} rule")
     for row in rows:
-        print(f"{row[0]:>10} {row[1]:>10} {row[2]:>8} {row[3]:>8}")
+        print(f"{row[0]:>10} {row[1]:>10} {row[2]:>8} {row[3]:>8} {row[4]:>17} {row[5]}")
+
+
+def longest_command(stdout: str) -> tuple[int, str]:
+    """Bytes of the longest `Shell command:` that `snakemake -n -p` printed, and its rule."""
+    best, best_rule, rule = 0, "-", "-"
+    for line in stdout.splitlines():
+        if line.startswith(("rule ", "localrule ")):
+            rule = line.split()[1].rstrip(":")
+        elif line.startswith("Shell command: "):
+            size = len(line.removeprefix("Shell command: ").encode())
+            if size > best:
+                best, best_rule = size, rule
+    return best, best_rule
 
 
 if __name__ == "__main__":

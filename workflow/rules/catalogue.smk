@@ -5,9 +5,7 @@
 
 rule catalogue:
     input:
-        photometry=all_shards("survey", "photometry.parquet"),
-        status=all_shards("survey", "status-photometry.parquet"),
-        clumps=all_shards("survey", "clumps.parquet"),
+        unpack(catalogue_inputs),
         galaxies=config["galaxies"] or f"{RESULTS}/survey/galaxies.parquet",
         model=MODEL,
     output:
@@ -17,7 +15,6 @@ rule catalogue:
         ledger=f"{RESULTS}/ledger.parquet",
         sums=f"{RESULTS}/release/SHA256SUMS",
     params:
-        shards=survey_shard_dirs,
         threshold=config["catalogue"]["score_threshold"],
         out_dir=output_folder,
         configfile=workflow.configfiles[0] if workflow.configfiles else "config.yaml",
@@ -34,7 +31,7 @@ rule catalogue:
     conda:
         ENV
     shell:
-        "clumpcat catalogue --shards {params.shards} --out-dir {params.out_dir} "
+        "clumpcat catalogue --shards @{input.shards} --out-dir {params.out_dir} "
         "--galaxies {input.galaxies} --score-threshold {params.threshold} --release --config {params.configfile} "
         "--effective-config {params.effective:q} "
         "--model {input.model} 2> {log}"

@@ -32,7 +32,7 @@ rule train_classifier:
     conda:
         ENV
     shell:
-        "clumpcat train-classifier --render {input.render} {params.inputs} "
+        "clumpcat train-classifier {params.inputs} "
         "--out-dir {params.out_dir} {params.settings} --threads {threads} --resume 2> {log}"
 
 

@@ -1,4 +1,5 @@
 # Configuration, validation and input functions; no rules here.
+import functools
 import json
 import math
 import shlex
@@ -7,6 +8,7 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
+from clumpcat.manifests import manifest_digest
 from clumpcat.settings import (
     DetectSettings,
     HscSettings,
@@ -113,13 +115,49 @@ def all_shards(sample, name):
     return [shard_path(sample, s, name) for s in SHARDS[sample]]
 
 
-def shards_of(name):
-    """Input function: the table `name` of every shard of the rule's sample."""
+def manifest_entries(listing):
+    """The paths a manifest lists, by the manifest's name (rules/manifests.smk):
+    SAMPLE-shards (the sample's shard folders), SAMPLE-TABLE (TABLE of every
+    shard of the sample) or experiment-runs (the experiment's run folders)."""
+    if listing == "experiment-runs":
+        return experiment_run_dirs(None)
+    sample, _, table = listing.partition("-")
+    if sample not in SHARDS:
+        raise ValueError(f"manifest '{listing}': no sample '{sample}' in this run (samples: {', '.join(SHARDS)})")
+    if table == "shards":
+        return [f"{RESULTS}/{sample}/shards/{s}" for s in SHARDS[sample]]
+    return all_shards(sample, table)
 
-    def shard_tables(wildcards):
-        return all_shards(wildcards.sample, name)
 
-    return shard_tables
+@functools.lru_cache(maxsize=None)
+def manifest(listing):
+    """The manifest file of a listing, named by its digest: written once per list."""
+    return f"{RESULTS}/manifests/{listing}-{manifest_digest(manifest_entries(listing))}.txt"
+
+
+def manifest_paths(wildcards):
+    """The listed paths, as params of the manifest rule (never on a command line)."""
+    paths = manifest_entries(wildcards.listing)
+    if manifest_digest(paths) != wildcards.digest:
+        raise ValueError(
+            f"manifest {wildcards.listing}-{wildcards.digest}: this run lists other paths "
+            f"(digest {manifest_digest(paths)}); ask for {manifest(wildcards.listing)}"
+        )
+    return paths
+
+
+def listed(inputs, key, listing):
+    """Add a list of files to a rule's named inputs: the manifest as `key`
+    (what the command reads) and the files as `key_files` (what the job waits for)."""
+    inputs[key] = manifest(listing)
+    inputs[f"{key}_files"] = manifest_entries(listing)
+    return inputs
+
+
+def list_option(input, key):
+    """`--KEY @MANIFEST` for a listed input (see `listed`), `--KEY FILE` for one file."""
+    prefix = "@" if f"{key}_files" in input.keys() else ""
+    return f"--{key.replace('_', '-')} {prefix}{input[key]}"
 
 
 def source_status(wildcards):
@@ -216,17 +254,27 @@ def galaxies_of(wildcards):
     return shard_path(sample, wildcards.shard, "galaxies.parquet")
 
 
-def training_renders(wildcards):
-    return all_shards(TRAIN_SAMPLE, "render.parquet")
+def merge_inputs(wildcards):
+    return listed({}, "tables", f"{wildcards.sample}-galaxies.parquet")
 
 
-def training_labels(wildcards):
+def training_inputs(wildcards):
+    """Renders and labels of the training sample (manifests), or the configured label table."""
+    inputs = listed({}, "render", f"{TRAIN_SAMPLE}-render.parquet")
     if config["training"]["labels"]:
-        return config["training"]["labels"]
-    return all_shards(TRAIN_SAMPLE, "labels.parquet")
+        inputs["labels"] = config["training"]["labels"]
+    else:
+        listed(inputs, "labels", f"{TRAIN_SAMPLE}-labels.parquet")
+    return inputs
+
+
+def training_list_options(wildcards, input):
+    return f"{list_option(input, 'render')} {list_option(input, 'labels')}"
 
 
 def training_launcher(wildcards, resources):
+    """`clumpcat`, or torchrun over `resources.gpu` processes (DDP) when that is above 1
+    (rules train and train_experiment)."""
     if resources.gpu > 1:
         return (
             f"{shlex.quote(sys.executable)} -m torch.distributed.run --standalone "
@@ -263,31 +311,40 @@ SIMULATE_OPTIONS = SimulateSettings.cli_args(config.get("simulate"))
 DETECT_OPTIONS = DetectSettings.cli_args(config.get("detect"))
 
 
-def survey_shard_dirs(wildcards):
-    return [f"{RESULTS}/survey/shards/{shard}" for shard in SHARDS["survey"]]
+def catalogue_inputs(wildcards):
+    """Every survey shard's tables, and the manifest of the shard folders."""
+    inputs = {"shards": manifest("survey-shards")}
+    for table in ("photometry", "status-photometry", "clumps"):
+        inputs[table.replace("-", "_")] = all_shards("survey", f"{table}.parquet")
+    return inputs
+
+
+def truth_input(inputs):
+    """The configured truth table, or the survey shards' truth tables (manifest)."""
+    if config["truth"]:
+        inputs["truth"] = config["truth"]
+        return inputs
+    return listed(inputs, "truth", "survey-truth.parquet")
 
 
 def evaluation_inputs(wildcards):
-    inputs = {
-        "clumps": f"{RESULTS}/clumps.parquet",
-        "galaxies": all_shards("survey", "galaxies.parquet"),
-        "truth": config["truth"] or all_shards("survey", "truth.parquet"),
-        "segments": all_shards("survey", "segments.npz"),
-    }
+    inputs = {"clumps": f"{RESULTS}/clumps.parquet"}
+    truth_input(inputs)
+    listed(inputs, "galaxies", "survey-galaxies.parquet")
+    listed(inputs, "segments", "survey-segments.npz")
     if config["evaluate"]["baseline"]:
-        inputs["baseline"] = all_shards("survey", "baseline.parquet")
+        listed(inputs, "baseline", "survey-baseline.parquet")
     if INJECT:
-        inputs["injected_truth"] = all_shards("injected", "truth.parquet")
-        inputs["injected_clumps"] = all_shards("injected", "clumps.parquet")
-        inputs["injected_photometry"] = all_shards("injected", "photometry.parquet")
+        for table in ("truth", "clumps", "photometry"):
+            listed(inputs, f"injected_{table}", f"injected-{table}.parquet")
     return inputs
 
 
 def evaluation_options(wildcards, input):
     options = [f"--cutouts {cutout_dir('survey')}"]
-    for key in ("segments", "baseline", "injected_truth", "injected_clumps", "injected_photometry"):
+    for key in ("truth", "galaxies", "segments", "baseline", "injected_truth", "injected_clumps", "injected_photometry"):
         if key in input.keys():
-            options.append(f"--{key.replace('_', '-')} {' '.join(input[key])}")
+            options.append(list_option(input, key))
     return " ".join(options)
 
 
@@ -297,9 +354,9 @@ def plot_inputs(wildcards):
         "summary": f"{RESULTS}/evaluation/summary.csv",
         "catalogue": f"{RESULTS}/catalogue.parquet",
         "clumps": f"{RESULTS}/clumps.parquet",
-        "render": all_shards("survey", "render.parquet"),
-        "truth": config["truth"] or all_shards("survey", "truth.parquet"),
     }
+    listed(inputs, "render", "survey-render.parquet")
+    truth_input(inputs)
     if TRAIN:
         inputs["training"] = f"{RESULTS}/models/{TRAINING_SETUP}/metrics.csv"
     return inputs
@@ -307,6 +364,10 @@ def plot_inputs(wildcards):
 
 def training_option(wildcards, input):
     return f"--training-metrics {input.training}" if "training" in input.keys() else ""
+
+
+def plot_list_options(wildcards, input):
+    return f"{list_option(input, 'render')} {list_option(input, 'truth')}"
 
 
 def sfd_option(wildcards):
@@ -356,6 +417,11 @@ def experiment_run_dirs(wildcards):
     return [str(Path(path).parent) for path in experiment_runs(wildcards)]
 
 
+def experiment_inputs(wildcards):
+    """The manifest of the run folders (their metrics files are the rule's other input)."""
+    return {"runs": manifest("experiment-runs")}
+
+
 # ---- the Zoobot Clumps classifier (paper App. B; rules/classifier.smk) ----
 
 from clumpcat.settings import ClassifierSettings
@@ -383,11 +449,11 @@ def experiment_backbone_input(wildcards):
 
 def classifier_inputs(wildcards):
     """Renders of the training sample with its truth (or classifier.labels), and the initial weights."""
-    inputs = {"render": training_renders(wildcards)}
+    inputs = listed({}, "render", f"{TRAIN_SAMPLE}-render.parquet")
     if CLASSIFIER.get("labels"):
         inputs["labels"] = CLASSIFIER["labels"]
     elif has_truth(TRAIN_SAMPLE):
-        inputs["truth"] = all_shards(TRAIN_SAMPLE, "truth.parquet")
+        listed(inputs, "truth", f"{TRAIN_SAMPLE}-truth.parquet")
     else:
         raise ValueError(
             f"classifier.labels is null and the '{TRAIN_SAMPLE}' images have no synthetic truth: set "
@@ -403,7 +469,7 @@ def classifier_inputs(wildcards):
 
 def classifier_input_options(wildcards, input):
     options = []
-    for key in ("truth", "labels", "init_weights"):
+    for key in ("render", "truth", "labels", "init_weights"):
         if key in input.keys():
-            options.append(f"--{key.replace('_', '-')} {input[key]}")
+            options.append(list_option(input, key))
     return " ".join(options)

@@ -53,8 +53,7 @@ rule evaluate:
     conda:
         ENV
     shell:
-        "clumpcat evaluate --clumps {input.clumps} --truth {input.truth} "
-        "--galaxies {input.galaxies} {params.options} --score-threshold {params.threshold} "
+        "clumpcat evaluate --clumps {input.clumps} {params.options} --score-threshold {params.threshold} "
         "--out-dir {params.out_dir} --metrics {output.metrics} --min-snr {params.min_snr} 2> {log}"
 
 
@@ -73,6 +72,7 @@ rule plots:
         ],
     params:
         training=training_option,
+        lists=plot_list_options,
         threshold=0.5,
         out_dir=output_folder,
         evaluation=evaluation_folder,
@@ -85,5 +85,5 @@ rule plots:
         ENV
     shell:
         "clumpcat plots --out-dir {params.out_dir} --evaluation {params.evaluation} "
-        "{params.training} --catalogue {input.catalogue} --render {input.render} "
-        "--clumps {input.clumps} --truth {input.truth} --threshold {params.threshold} 2> {log}"
+        "{params.training} --catalogue {input.catalogue} {params.lists} "
+        "--clumps {input.clumps} --threshold {params.threshold} 2> {log}"

@@ -1,17 +1,19 @@
 # Experiment mode (paper App. C, Figs. 8-9): every set-up in experiment.setups
 # trained on run-groups of experiment.sizes images of the training sample,
-# compared on their test splits. Target: `snakemake experiment`.
+# compared on their test splits. Target: `snakemake experiment`. Each run
+# trains through rule train's launcher: torchrun (DDP) when training.gpus > 1.
 
 
 rule train_experiment:
     input:
-        render=training_renders,
-        labels=training_labels,
+        unpack(training_inputs),
         backbone=experiment_backbone_input,
     output:
         metrics=f"{RESULTS}/experiment/{{setup}}-{{size}}/test_metrics.json",
     params:
         out_dir=output_folder,
+        lists=training_list_options,
+        launcher=training_launcher,
         weights=experiment_weights_option,
         settings=experiment_options,
     log:
@@ -27,14 +29,15 @@ rule train_experiment:
     conda:
         ENV
     shell:
-        "clumpcat train --render {input.render} --labels {input.labels} "
+        "{params.launcher} train {params.lists} "
         "{params.weights} --out-dir {params.out_dir} --max-images {wildcards.size} "
         "{params.settings} --threads {threads} --resume 2> {log}"
 
 
 rule experiment:
     input:
-        experiment_runs,
+        unpack(experiment_inputs),
+        metrics=experiment_runs,
     output:
         table=f"{RESULTS}/experiment/experiment.parquet",
         plot=report(
@@ -42,12 +45,10 @@ rule experiment:
             caption="../report/experiment.rst",
             category="Experiment",
         ),
-    params:
-        runs=experiment_run_dirs,
     log:
         f"{RESULTS}/logs/experiment/summary.log",
     conda:
         ENV
     shell:
-        "clumpcat experiment --runs {params.runs} --out-table {output.table} "
+        "clumpcat experiment --runs @{input.runs} --out-table {output.table} "
         "--out-plot {output.plot} 2> {log}"

@@ -84,7 +84,7 @@ rule inject:
 
 rule merge_galaxies:
     input:
-        shards_of("galaxies.parquet"),
+        unpack(merge_inputs),
     output:
         f"{RESULTS}/{{sample}}/galaxies.parquet",
     wildcard_constraints:
@@ -94,4 +94,4 @@ rule merge_galaxies:
     conda:
         ENV
     shell:
-        "clumpcat merge {input} --out {output} 2> {log}"
+        "clumpcat merge @{input.tables} --out {output} 2> {log}"

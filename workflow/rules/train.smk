@@ -4,14 +4,14 @@
 
 rule train:
     input:
-        render=training_renders,
-        labels=training_labels,
+        unpack(training_inputs),
         backbone=backbone_weights_input,
     output:
         model=f"{RESULTS}/models/{TRAINING_SETUP}/model.pt",
         metrics=f"{RESULTS}/models/{TRAINING_SETUP}/metrics.csv",
     params:
         out_dir=output_folder,
+        lists=training_list_options,
         launcher=training_launcher,
         weights=backbone_weights_option,
         settings=TRAINING_OPTIONS,
@@ -28,6 +28,6 @@ rule train:
     conda:
         ENV
     shell:
-        "{params.launcher} train --render {input.render} --labels {input.labels} "
+        "{params.launcher} train {params.lists} "
         "{params.weights} --out-dir {params.out_dir} {params.settings} "
         "--threads {threads} --resume 2> {log}"

@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from clumpcat.errors import InputError
+from clumpcat.manifests import ManifestPaths, manifest_help
 
 __all__ = ["merge_parquet", "union_catalogues", "configure_parser", "run"]
 
@@ -179,7 +180,9 @@ def union_catalogues(previous: str | Path, current: str | Path, out: str | Path)
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``clumpcat merge``."""
-    parser.add_argument("inputs", nargs="+", help="shard tables to concatenate, in order")
+    parser.add_argument(
+        "inputs", nargs="+", action=ManifestPaths, help=manifest_help("shard tables to concatenate, in order")
+    )
     parser.add_argument("--out", required=True, help="merged Parquet table")
 
 

@@ -55,6 +55,7 @@ from clumpcat.constants import (
 from clumpcat.errors import InputError
 from clumpcat.ledger import LEDGER_COLUMNS
 from clumpcat.logs import progress
+from clumpcat.manifests import ManifestPaths, manifest_help
 from clumpcat.photometry.extinction import extinction_coefficients, survey_for_bands
 from clumpcat.survey.galaxies import validate_galaxies
 from clumpcat.tables import read_table
@@ -620,7 +621,14 @@ def _check_input_count(galaxies_path: str | Path, ledger_path: Path, n_ledger: i
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add the ``clumpcat catalogue`` options."""
-    parser.add_argument("--shards", nargs="+", default=[], metavar="DIR", help="shard folders to merge")
+    parser.add_argument(
+        "--shards",
+        nargs="+",
+        default=[],
+        action=ManifestPaths,
+        metavar="DIR",
+        help=manifest_help("shard folders to merge"),
+    )
     parser.add_argument("--shards-dir", metavar="ROOT", help="merge every shard folder under ROOT")
     parser.add_argument("--out-dir", required=True, help="results folder for the merged tables")
     parser.add_argument(

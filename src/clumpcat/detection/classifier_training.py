@@ -43,6 +43,7 @@ from clumpcat.constants import CROP_SIZE
 from clumpcat.detection.classifier import ENCODERS, build_classifier, load_classifier, save_encoder
 from clumpcat.detection.data import split_strata
 from clumpcat.errors import InputError
+from clumpcat.manifests import ManifestPaths, manifest_help
 from clumpcat.settings import ClassifierSettings
 from clumpcat.tables import read_table
 
@@ -666,8 +667,11 @@ def train_classifier(
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``clumpcat train-classifier``: inputs and outputs, then :class:`ClassifierSettings`."""
-    parser.add_argument("--render", nargs="+", required=True, help="render.parquet tables")
-    parser.add_argument("--truth", nargs="+", default=[], help="truth tables of the synthetic survey")
+    many = {"nargs": "+", "action": ManifestPaths}
+    parser.add_argument("--render", **many, required=True, help=manifest_help("render.parquet tables"))
+    parser.add_argument(
+        "--truth", **many, default=[], help=manifest_help("truth tables of the synthetic survey")
+    )
     parser.add_argument("--labels", help="label table: objid and the --label-column (0/1 or vote fraction)")
     parser.add_argument("--out-dir", required=True, help="folder for encoder.pt and metrics.json")
     parser.add_argument(

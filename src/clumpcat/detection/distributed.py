@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from clumpcat.errors import InputError
+
 __all__ = ["DistributedContext", "init_distributed", "barrier", "shutdown"]
 
 log = logging.getLogger(__name__)
@@ -40,12 +42,29 @@ class DistributedContext:
 
 
 def _pick_device(requested: str, local_rank: int) -> torch.device:
+    """This process's device: its own GPU under torchrun, else the CPU.
+
+    Raises
+    ------
+    InputError
+        For a device other than auto/cpu/cuda, or cuda on a machine where
+        torch sees no CUDA device; the message says what to do.
+    """
     if requested not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {requested!r}")
+        raise InputError(f"--device must be 'auto', 'cpu' or 'cuda', got {requested!r}")
     if requested == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' was asked for but no CUDA device is available")
+        raise InputError(
+            "--device cuda: torch finds no CUDA device on this machine "
+            f"(torch {torch.__version__}, built for CUDA {torch.version.cuda or 'none'}); "
+            "use --device cpu or auto (training.device in config.yaml), or run on a GPU node"
+        )
     if requested == "cpu" or not torch.cuda.is_available():
         return torch.device("cpu")
+    if local_rank >= torch.cuda.device_count():
+        raise InputError(
+            f"process {local_rank} of torchrun has no GPU of its own: {torch.cuda.device_count()} visible; "
+            "start at most that many processes (training.gpus)"
+        )
     return torch.device("cuda", local_rank)
 
 
@@ -70,7 +89,7 @@ def init_distributed(device: str = "auto") -> DistributedContext:
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
         dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
-        log.info("process %d of %d on %s", rank, world, dev)
+        log.info("process %d of %d on %s (%s)", rank, world, dev, dist.get_backend())
     return DistributedContext(rank=rank, local_rank=local, world_size=world, device=dev)
 
 

@@ -21,6 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from clumpcat.errors import InputError  # noqa: E402
+from clumpcat.manifests import ManifestPaths, manifest_help  # noqa: E402
 from clumpcat.tables import write_table  # noqa: E402
 
 __all__ = ["EXPERIMENT_COLUMNS", "collect_runs", "plot_experiment", "configure_parser", "run"]
@@ -112,7 +113,13 @@ def plot_experiment(table: pd.DataFrame):
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``clumpcat experiment``."""
-    parser.add_argument("--runs", nargs="+", required=True, help="folders SETUP-N with test_metrics.json")
+    parser.add_argument(
+        "--runs",
+        nargs="+",
+        required=True,
+        action=ManifestPaths,
+        help=manifest_help("folders SETUP-N with test_metrics.json"),
+    )
     parser.add_argument(
         "--out-table", required=True, help="experiment table (.parquet; a .csv is written beside)"
     )

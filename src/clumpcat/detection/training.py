@@ -30,6 +30,7 @@ from clumpcat.detection.distributed import DistributedContext, barrier, init_dis
 from clumpcat.detection.engine import predict, train_one_epoch, validate
 from clumpcat.detection.model import SETUPS, build_detector
 from clumpcat.errors import InputError
+from clumpcat.manifests import ManifestPaths, manifest_help
 from clumpcat.render.labels import read_clump_scout_labels
 from clumpcat.settings import TrainingSettings
 from clumpcat.tables import read_table
@@ -406,8 +407,11 @@ def _test_metrics(out_dir: Path, table, split, fwhm, ctx, batch_size, amp, jitte
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``clumpcat train``: inputs and outputs, then :class:`TrainingSettings`."""
-    parser.add_argument("--render", nargs="+", required=True, help="render.parquet tables")
-    parser.add_argument("--labels", nargs="+", required=True, help="label tables (rendered frame)")
+    many = {"nargs": "+", "action": ManifestPaths}
+    parser.add_argument("--render", **many, required=True, help=manifest_help("render.parquet tables"))
+    parser.add_argument(
+        "--labels", **many, required=True, help=manifest_help("label tables (rendered frame)")
+    )
     parser.add_argument("--out-dir", required=True, help="folder for model.pt and metrics")
     parser.add_argument("--backbone-weights", help="pretrained ResNet50 weights (Table 2 set-ups)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads")

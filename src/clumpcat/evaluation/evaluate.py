@@ -50,6 +50,7 @@ from clumpcat.evaluation.conditions import (
     stored_host_masks,
 )
 from clumpcat.evaluation.pulls import pull_bands, pull_summary, pull_table
+from clumpcat.manifests import MANIFEST_EPILOG, ManifestPaths, manifest_help
 from clumpcat.matching import (
     DEFAULT_THRESHOLDS,
     ONE_SIGMA,
@@ -820,7 +821,9 @@ def _fmt(value) -> str:
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Options of ``clumpcat evaluate``."""
-    many = {"nargs": "+", "metavar": "TABLE"}
+    # Each list option also takes @MANIFEST (clumpcat.manifests), as the workflow passes them.
+    many = {"nargs": "+", "metavar": "TABLE", "action": ManifestPaths}
+    parser.epilog = MANIFEST_EPILOG
     parser.add_argument(
         "--clumps", required=True, **many, help="the model's post-processed candidates (clumps.parquet)"
     )
@@ -839,7 +842,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--segments",
         nargs="+",
         metavar="NPZ",
-        help="the shards' segments.npz: the host segments the conditions' sky excludes",
+        action=ManifestPaths,
+        help=manifest_help("the shards' segments.npz: the host segments the conditions' sky excludes"),
     )
     parser.add_argument("--out-dir", required=True, help="folder for metrics.json and the tables")
     parser.add_argument("--metrics", help="write metrics.json here instead of OUT_DIR/metrics.json")

@@ -43,6 +43,7 @@ from matplotlib.patches import Circle, Rectangle
 
 from clumpcat.constants import LABELS, MATCH_FWHM, RENDER_SIZE
 from clumpcat.errors import InputError
+from clumpcat.manifests import MANIFEST_EPILOG, ManifestPaths
 from clumpcat.tables import read_table, read_tables
 
 __all__ = [
@@ -724,7 +725,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out-dir", required=True, help="folder for the PNGs")
     parser.add_argument("--evaluation", help="output folder of 'clumpcat evaluate'")
     parser.add_argument("--training-metrics", help="training metrics.csv (epoch, losses, val_ap, ...)")
-    many = {"nargs": "+", "metavar": "TABLE"}
+    # Each list option also takes @MANIFEST (clumpcat.manifests), as the workflow passes them.
+    many = {"nargs": "+", "metavar": "TABLE", "action": ManifestPaths}
+    parser.epilog = MANIFEST_EPILOG
     parser.add_argument("--catalogue", **many, help="catalogue Parquet, for the colour-colour diagrams")
     parser.add_argument("--render", **many, help="render table(s) (objid, png, nx, ny), e.g. one per shard")
     parser.add_argument("--clumps", **many, help="candidates (cutout frame) for the gallery")
