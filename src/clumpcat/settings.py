@@ -646,8 +646,9 @@ class CrossmatchSettings(Settings):
     radius_arcsec: float = setting(1.0, "Match radius in arcsec.", cli=False, exclusive_minimum=0)
     processed: list[str] | None = setting(
         None,
-        "Earlier ledgers/catalogues whose galaxies are left out; null uses {results}/ledger.parquet, the "
-        "ledger this results folder's catalogue writes (plus the history {results}/crossmatch/processed.parquet).",
+        "Earlier ledgers/catalogues whose galaxies are left out; null uses {results}/ledger.parquet and "
+        "{results}/release/ledger.parquet, the ledgers this results folder's catalogue and release write "
+        "(plus the history {results}/crossmatch/processed.parquet).",
         cli=False,
     )
     out: str | None = setting(

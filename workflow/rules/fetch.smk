@@ -111,12 +111,14 @@ if CROSSMATCH_OBJECTS and CROSSMATCH_PARENT:
             CROSSMATCH_OUT,
         params:
             radius=lookup(dpath="crossmatch/radius_arcsec", within=config, default=1.0),
-            # The ledger this results folder's catalogue writes, and the history of
-            # earlier ones (a rerun's ledger replaces the last one's).
+            # The ledger this results folder's catalogue writes, the released
+            # ledger (the union of every run so far, so a run between two
+            # cross-matches loses nothing) and the history of earlier cross-matches.
+            # Missing files are skipped.
             processed=" ".join(
                 f"'{path}'"
                 for path in lookup(dpath="crossmatch/processed", within=config, default=None)
-                or [f"{RESULTS}/ledger.parquet"]
+                or [f"{RESULTS}/ledger.parquet", f"{RESULTS}/release/ledger.parquet"]
             ),
             history=f"{RESULTS}/crossmatch/processed.parquet",
         log:
