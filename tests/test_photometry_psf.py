@@ -125,7 +125,7 @@ def test_noise_correction_scales_the_ivar_errors():
     image, ivar, x, y = _scene(np.random.default_rng(4), "gaussian", [5.0])
     psf = _psf("gaussian")
     fwhm = measure_fwhm(psf)
-    settings = PhotometrySettings(structure_error=False, psf_width_err=0.0)
+    settings = PhotometrySettings(structure_error=False, psf_width_err_image=0.0, psf_width_err_analytic=0.0)
     one = measure_band(image, x, y, fwhm, ivar=ivar, psf=psf, settings=settings)
     two = measure_band(image, x, y, fwhm, ivar=ivar, psf=psf, settings=settings, noise_scale=2.0)
     assert two["flux"][0] == pytest.approx(one["flux"][0], rel=1e-6)
