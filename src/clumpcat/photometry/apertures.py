@@ -1553,6 +1553,18 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "radial fit or quadratic surface (default)",
     )
     parser.add_argument(
+        "--psf-width-err-image",
+        type=float,
+        default=PhotometrySettings.psf_width_err_image,
+        help="fractional PSF-width uncertainty with the cutout's PSF image (default 0.01)",
+    )
+    parser.add_argument(
+        "--psf-width-err-analytic",
+        type=float,
+        default=PhotometrySettings.psf_width_err_analytic,
+        help="fractional PSF-width uncertainty with the analytic fallback (default 0.02)",
+    )
+    parser.add_argument(
         "--no-host-mask", action="store_true", help="do not mask the area outside the host galaxy"
     )
     add_segments_option(parser)
@@ -1567,6 +1579,8 @@ def run(args: argparse.Namespace) -> int:
         correction=args.aperture_correction,
         beta=args.moffat_beta,
         background=args.background,
+        psf_width_err_image=args.psf_width_err_image,
+        psf_width_err_analytic=args.psf_width_err_analytic,
     )
     galaxies = read_galaxies(args.galaxies)
     clumps = read_table(args.clumps)
