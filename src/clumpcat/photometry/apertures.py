@@ -211,16 +211,21 @@ class PhotometrySettings:
         surface. A quadratic from the annulus alone must extrapolate its
         curvature inward: its noise is ~1.9x the aperture's own for a
         Gaussian PSF, and it made the median |error| of S/N > 20 clumps
-        2.2-3.7% (120 hosts). Fitted jointly with the clump it has ~0.4x:
-        median |error| 1.3-2.4%, biases within 0.6%. The price: the
-        surface takes up part of any mismatch of the PSF's core, so the
-        flux moves ~1.2% per 1% error of the PSF width (the annulus-only
-        quadratic: ~0.3%), and ``psf_width_err`` enters the errors 4x more
-        (pull std 0.84-1.05 at S/N > 5 with ``psf_width_err=0``, 0.74-0.86
-        with 0.02 on the benchmark, whose PSF images are exact). A joint
-        *plane* is as robust to the width as the annulus, but 1-2% low on
-        curved hosts. With the analytic fallback on a PSF of other wings
-        the joint fit's bias grows (flagged by ``apcorr_source_<b>``).
+        2.3-3.7% (120 hosts, S/N of the aperture flux). Fitted jointly with
+        the clump it has ~0.4x: median |error| 1.3-2.3%, biases within
+        0.6%. The price: the surface takes up part of any mismatch of the
+        PSF's core, so the flux moves ~1.2% per 1% error of the PSF width
+        (the annulus-only quadratic: ~0.3%), and the width uncertainty
+        (``psf_width_err_image``) enters the errors 4x more: pull std at
+        S/N > 5 0.85-0.96 with 0.01 (0.74-0.86 with 0.02) on the
+        benchmark, whose PSF images are exact. ``joint`` is not the default
+        because a beta = 2.5 Moffat (broad wings, which the surface and the
+        PSF column share) stays at 2.0-2.3% in g (300 and 120 hosts), and
+        with the analytic fallback on a PSF of other wings its bias grows
+        (+20% on a Gaussian PSF against +13% for the annulus-only
+        quadratic; both flagged by ``apcorr_source_<b>``). A joint *plane*
+        is as robust to the width as the annulus, but 1-2% low on curved
+        hosts.
     structure_error : bool
         Add the host-structure term to the errors (with IVAR planes only;
         :func:`_structure_variance`). Without it the pulls on structured
