@@ -600,17 +600,15 @@ def _structure_variance(
         corr2 = psf_sigma_px**2
     corr2 = float(np.clip(corr2, psf_sigma_px**2, max_corr_px**2))
 
-    def corr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        d2 = (a[:, None, 0] - b[None, :, 0]) ** 2 + (a[:, None, 1] - b[None, :, 1]) ** 2
-        return np.exp(-d2 / (4.0 * corr2))
-
-    tr_ihr = n - float(np.trace(xtx_inv @ (design.T @ corr(xy_k, xy_k) @ design)))
+    # R applied on the pixel grid (:func:`_apply_corr`); the aperture and
+    # the annulus share no pixel.
+    tr_ihr = n - float(np.sum(xtx_inv * (design.T @ _apply_corr(xy_k, design, corr2))))
     if tr_ihr <= 0:
         return curv_var
     s2 = excess / tr_ihr
     xy = np.concatenate([ap_xy, xy_k])
     w = np.concatenate([ap_w, -area * bkg.weights[keep]])
-    return max(s2 * float(w @ corr(xy, xy) @ w), 0.0) + curv_var
+    return max(s2 * float(w @ _apply_corr(xy, w, corr2)[:, 0]), 0.0) + curv_var
 
 
 @dataclass(frozen=True)
