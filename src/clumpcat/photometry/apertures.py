@@ -1098,15 +1098,20 @@ def _measure_joint(
     """Fill clump ``i`` of ``out`` with the joint clump + host-surface estimate (:func:`_joint_fit`)."""
     # The aperture's pixels, less the discs of the other clumps (their light
     # stays in the aperture sum, as with the annulus-only estimators, but
-    # does not bend the host surface).
-    from clumpcat.postprocess.hostmask import photometry_mask
-
-    others = photometry_mask(np.ones(bad.shape, dtype=bool), *all_xy, clump_mask_px, i)
+    # does not bend the host surface). The discs are those of
+    # photometry_mask (distance <= clump_mask_px), tested on these pixels only.
     in_ap_img = (ap_weights > 0) & ~bad
     pix = in_ap_img | use
     yy, xx = np.nonzero(pix)
     in_ap = in_ap_img[yy, xx]
-    fit_mask = ~(in_ap & others[yy, xx])
+    ox, oy = np.delete(all_xy[0], i), np.delete(all_xy[1], i)
+    finite = np.isfinite(ox) & np.isfinite(oy)
+    ox, oy = ox[finite], oy[finite]
+    on_other = np.zeros(xx.size, dtype=bool)
+    if ox.size:
+        d2 = (xx[:, None] - ox[None, :]) ** 2 + (yy[:, None] - oy[None, :]) ** 2
+        on_other = (d2 <= clump_mask_px**2).any(axis=1)
+    fit_mask = ~(in_ap & on_other)
     values = data[yy, xx]
     xy = np.column_stack([xx, yy]).astype(float)
     psf_pix = psf_light(stamp, pixel[0], pixel[1], xx, yy)
