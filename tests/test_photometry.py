@@ -364,7 +364,7 @@ def test_errors_with_and_without_ivar():
     ivar = np.full(shape, 1 / sigma**2)
     # The PSF image at hand, and no PSF-width error: the noise terms alone.
     psf = draw_psf("gaussian", fwhm, half_width=14)
-    settings = PhotometrySettings(background="plane", psf_width_err=0.0)
+    settings = PhotometrySettings(background="plane", psf_width_err_image=0.0, psf_width_err_analytic=0.0)
     with_ivar = measure_band(image, [32.0], [32.0], fwhm, ivar=ivar, psf=psf, settings=settings)
     no_ivar = measure_band(image, [32.0], [32.0], fwhm, psf=psf, settings=settings)
     area = np.pi * (APERTURE_RADIUS_FWHM * fwhm) ** 2
@@ -380,7 +380,7 @@ def test_errors_with_and_without_ivar():
         fwhm,
         ivar=ivar,
         psf=psf,
-        settings=PhotometrySettings(background="median", psf_width_err=0.0),
+        settings=PhotometrySettings(background="median", psf_width_err_image=0.0, psf_width_err_analytic=0.0),
     )
     expected = corr * np.sqrt(area * sigma**2 + (area * np.sqrt(np.pi / 2) * sigma) ** 2 / n_ann)
     assert median["flux_err"][0] == pytest.approx(expected, rel=0.03)
@@ -646,7 +646,9 @@ def test_joint_background_halves_the_noise_and_keeps_the_flux():
         image = image + sigma * rng.standard_normal((n, n))
         ivar = np.full((n, n), 1.0 / sigma**2)
         for method, rows in results.items():
-            settings = PhotometrySettings(background=method, psf_width_err=0.0)
+            settings = PhotometrySettings(
+                background=method, psf_width_err_image=0.0, psf_width_err_analytic=0.0
+            )
             res = measure_band(image, [x0], [y0], fwhm, ivar=ivar, psf=psf, settings=settings)
             rows.append((res["flux"][0], res["flux_err"][0]))
     quad, joint = (np.array(results[m]) for m in ("quadratic", "joint"))

@@ -125,8 +125,42 @@ def test_noise_correction_scales_the_ivar_errors():
     image, ivar, x, y = _scene(np.random.default_rng(4), "gaussian", [5.0])
     psf = _psf("gaussian")
     fwhm = measure_fwhm(psf)
-    settings = PhotometrySettings(structure_error=False, psf_width_err=0.0)
+    settings = PhotometrySettings(structure_error=False, psf_width_err_image=0.0, psf_width_err_analytic=0.0)
     one = measure_band(image, x, y, fwhm, ivar=ivar, psf=psf, settings=settings)
     two = measure_band(image, x, y, fwhm, ivar=ivar, psf=psf, settings=settings, noise_scale=2.0)
     assert two["flux"][0] == pytest.approx(one["flux"][0], rel=1e-6)
     assert two["flux_err"][0] == pytest.approx(2.0 * one["flux_err"][0], rel=0.02)
+
+
+@pytest.mark.parametrize("background", ["quadratic", "joint"])
+def test_width_uncertainty_follows_the_psf_source(background):
+    """A PSF image brings the survey model's width error, the fallback its own."""
+    image, ivar, x, y = _scene(np.random.default_rng(5), "gaussian", [200.0])
+    psf = _psf("gaussian")
+    fwhm = measure_fwhm(psf)
+
+    def err(psf_image, image_err, analytic_err):
+        settings = PhotometrySettings(
+            background=background,
+            structure_error=False,
+            psf_width_err_image=image_err,
+            psf_width_err_analytic=analytic_err,
+        )
+        res = measure_band(image, x, y, fwhm, ivar=ivar, psf=psf_image, settings=settings)
+        return res["flux"][0], res["flux_err"][0]
+
+    flux, base = err(psf, 0.0, 0.0)
+    # With the PSF image only psf_width_err_image counts ...
+    assert err(psf, 0.0, 0.05)[1] == pytest.approx(base, rel=1e-9)
+    _, wide = err(psf, 0.01, 0.0)
+    width_term = np.sqrt(wide**2 - base**2) / flux
+    # ... and it is linear in the width error and of the order of EE's
+    # (annulus-only) or the joint fit's (~4x) sensitivity to the width.
+    _, wider = err(psf, 0.02, 0.0)
+    assert np.sqrt(wider**2 - base**2) / flux == pytest.approx(2.0 * width_term, rel=0.02)
+    assert 0.001 < width_term < 0.05
+    # Without it the analytic one does, and the image's no longer.
+    fb_flux, fb_base = err(None, 0.05, 0.0)
+    _, fb_wide = err(None, 0.05, 0.03)
+    assert fb_wide > fb_base * 1.001
+    assert err(None, 0.0, 0.0)[1] == pytest.approx(fb_base, rel=1e-9)

@@ -498,6 +498,21 @@ class PhotometrySettings(Settings):
         "(the paper, App. E), mean, plane, radial or quadratic.",
         choices=("median", "mean", "plane", "radial", "quadratic", "joint"),
     )
+    psf_width_err_image: float = setting(
+        0.01,
+        "Fractional PSF-width uncertainty in the flux errors where the cutout has a PSF image: a "
+        "survey PSF model's (HSC size residual ~0.3% in T, Mandelbaum et al. 2018; SDSS KL PSF, "
+        "Stoughton et al. 2002) plus its change across the cutout.",
+        minimum=0,
+        maximum=0.5,
+    )
+    psf_width_err_analytic: float = setting(
+        0.02,
+        "The same for the analytic fallback (no PSF image): one FWHM per band, which varies by up to "
+        "15% across an SDSS CCD (Stoughton et al. 2002, Sect. 4.3).",
+        minimum=0,
+        maximum=0.5,
+    )
     sfd_dir: str | None = setting(
         None, "Folder with the SFD maps; null uses the galaxy table's ebv.", cli=False
     )
