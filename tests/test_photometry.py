@@ -657,3 +657,26 @@ def test_joint_background_halves_the_noise_and_keeps_the_flux():
     assert joint[:, 0].std() < 0.65 * quad[:, 0].std()
     pulls = (joint[:, 0] - 10.0) / joint[:, 1]
     assert 0.75 <= pulls.std() <= 1.3
+
+
+@pytest.mark.parametrize(
+    ("background", "source", "used"),
+    [
+        ("auto", "psf", "joint"),
+        ("auto", "moffat", "quadratic"),
+        ("auto", "gaussian", "quadratic"),
+        ("quadratic", "psf", "quadratic"),
+        ("joint", "gaussian", "joint"),
+    ],
+)
+def test_auto_background_fits_the_psf_only_where_the_cutout_gives_it(background, source, used):
+    assert PhotometrySettings(background=background).background_for(source) == used
+
+
+def test_release_text_names_every_background():
+    # The release README describes the estimator that ran; 'joint' once had no words and
+    # the release failed with a KeyError.
+    from clumpcat.catalogue.release import _BACKGROUND_TEXT
+    from clumpcat.photometry.apertures import BACKGROUND_METHODS
+
+    assert set(BACKGROUND_METHODS) <= set(_BACKGROUND_TEXT)

@@ -492,11 +492,12 @@ class PhotometrySettings(Settings):
     )
     background: str = setting(
         "quadratic",
-        "Background under the clump: joint (a quadratic host surface fitted together with the clump's "
-        "PSF to the aperture and the annulus: unbiased on curved hosts and half the noise of a quadratic "
-        "from the annulus alone, benchmarks/bench_photometry.py), or from the annulus alone: median "
-        "(the paper, App. E), mean, plane, radial or quadratic.",
-        choices=("median", "mean", "plane", "radial", "quadratic", "joint"),
+        "Background under the clump: auto (joint where the cutout carries the band's PSF image, quadratic "
+        "with the analytic fallback), joint (a quadratic host surface fitted together with the clump's PSF "
+        "to the aperture and the annulus: unbiased on curved hosts and half the noise of a quadratic from "
+        "the annulus alone, benchmarks/bench_photometry.py), or from the annulus alone: median (the paper, "
+        "App. E), mean, plane, radial or quadratic.",
+        choices=("auto", "median", "mean", "plane", "radial", "quadratic", "joint"),
     )
     psf_width_err_image: float = setting(
         0.01,

@@ -99,6 +99,11 @@ _BACKGROUND_TEXT = {
     "plane": "a clipped plane fitted to the annulus",
     "radial": "a radial profile of the host through the annulus",
     "quadratic": "a clipped quadratic surface fitted to the annulus",
+    "joint": "a quadratic host surface fitted together with the clump's PSF to the aperture and the annulus",
+    "auto": (
+        "a quadratic host surface fitted together with the clump's PSF to the aperture and the annulus "
+        "where the cutout carries the band's PSF image, else a clipped quadratic surface fitted to the annulus"
+    ),
 }
 
 
