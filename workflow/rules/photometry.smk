@@ -16,6 +16,10 @@ rule photometry:
         survey=SURVEY,
         correction=config["photometry"]["aperture_correction"],
         background=config["photometry"]["background"],
+        width_err=(
+            f"--psf-width-err-image {config['photometry']['psf_width_err_image']} "
+            f"--psf-width-err-analytic {config['photometry']['psf_width_err_analytic']}"
+        ),
         ebv=sfd_option,
     log:
         f"{RESULTS}/logs/photometry/{{sample}}-{{shard}}.log",
@@ -30,5 +34,5 @@ rule photometry:
         "clumpcat photometry --galaxies {input.galaxies} --clumps {input.clumps} "
         "--cutouts {params.cutouts} --status-in {input.status} --segments {input.segments} "
         "--status-out {output.status} --out {output.photometry} --bands {params.bands} --survey {params.survey} "
-        "--aperture-correction {params.correction} --background {params.background} "
+        "--aperture-correction {params.correction} --background {params.background} {params.width_err} "
         "{params.ebv} 2> {log}"
