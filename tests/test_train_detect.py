@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -300,40 +297,6 @@ def test_rendered_boxes_map_back_to_cutout_pixels_and_sky():
     sky = wcs.pixel_to_world(x, y)
     assert frame.ra[0] == pytest.approx(sky.ra.deg) and frame.dec[0] == pytest.approx(sky.dec.deg)
     assert frame.label[0] == "odd"
-
-
-@pytest.mark.slow
-def test_ddp_with_two_processes_on_cpu(survey, tmp_path):
-    """torchrun with two Gloo processes trains one epoch and writes one model."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        "-m",
-        "clumpcat",
-        "train",
-        "--render",
-        str(survey / "render.parquet"),
-        "--labels",
-        str(survey / "labels.parquet"),
-        "--out-dir",
-        str(tmp_path),
-        "--epochs",
-        "1",
-        "--batch-size",
-        "2",
-        "--device",
-        "cpu",
-        "--threads",
-        "1",
-    ]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=False)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert (tmp_path / "model.pt").exists()
-    assert pd.read_csv(tmp_path / "metrics.csv")["epoch"].tolist() == [0]
 
 
 def test_unknown_detector_override_is_a_clear_error(survey, tmp_path):
