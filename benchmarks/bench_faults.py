@@ -43,9 +43,7 @@ import pandas as pd  # noqa: E402
 
 from clumpcat.survey.cutouts import write_cutout  # noqa: E402
 from tests.conftest import synthetic_cutout  # noqa: E402
-from tests.faults import BREAKERS, EXPECTED, write_broken  # noqa: E402
-
-SOURCES = ((20.0, 40.0, 3.0), (45.0, 25.0, 2.0))
+from tests.faults import BREAKERS, EXPECTED, SOURCES, true_detections, write_broken  # noqa: E402
 
 
 def make_survey(folder: Path, n: int, broken: float) -> tuple[Path, dict[str, str]]:
@@ -151,17 +149,6 @@ def make_model(path: Path) -> Path:
     torch.manual_seed(0)
     model = build_detector("cpu-small")
     return save_detector(path, model, model.clumpcat_config)
-
-
-def true_detections(objids: list[str]) -> pd.DataFrame:
-    rows = []
-    for objid in objids:
-        for x, y, _flux in SOURCES:
-            rows.append(
-                dict(objid=objid, x=x, y=y, ra=0.0, dec=0.0, box_x0=x - 4.0, box_y0=y - 4.0)
-                | dict(box_x1=x + 5.0, box_y1=y + 5.0, score=0.9, label="normal")
-            )
-    return pd.DataFrame(rows)
 
 
 def run_survey(

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from astropy.io import fits
 from astropy.wcs import WCS
 
@@ -153,3 +154,19 @@ EXPECTED: dict[str, str] = {
 def write_broken(folder: Path, kind: str, cutout: Cutout) -> Path:
     """Write ``cutout`` to ``folder/{objid}.fits`` broken as ``kind`` (a key of :data:`BREAKERS`)."""
     return BREAKERS[kind](Path(folder) / f"{cutout.objid}.fits", cutout)
+
+
+#: (x, y, flux) of the clumps in the conftest galaxy the fault suite breaks.
+SOURCES = ((20.0, 40.0, 3.0), (45.0, 25.0, 2.0))
+
+
+def true_detections(objids) -> pd.DataFrame:
+    """Detections at the true clump positions, standing in for ``detect`` where no model runs."""
+    rows = []
+    for objid in objids:
+        for x, y, _flux in SOURCES:
+            rows.append(
+                dict(objid=objid, x=x, y=y, ra=0.0, dec=0.0, box_x0=x - 4.0, box_y0=y - 4.0)
+                | dict(box_x1=x + 5.0, box_y1=y + 5.0, score=0.9, label="normal")
+            )
+    return pd.DataFrame(rows)

@@ -21,9 +21,7 @@ from clumpcat.errors import CutoutError
 from clumpcat.survey.cutouts import MAX_SIDE_PX, read_cutout, write_cutout
 from clumpcat.tables import read_table
 from tests.conftest import synthetic_cutout
-from tests.faults import BREAKERS, EXPECTED, write_broken, write_huge
-
-SOURCES = ((20.0, 40.0, 3.0), (45.0, 25.0, 2.0))  # (x, y, flux) of the conftest galaxy
+from tests.faults import BREAKERS, EXPECTED, true_detections, write_broken, write_huge
 
 
 @pytest.mark.parametrize("kind", list(BREAKERS))
@@ -61,17 +59,6 @@ def test_scaled_integer_cutout_is_data_not_a_fault(tmp_path):
     np.testing.assert_allclose(back.images["r"], cut.images["r"], atol=1e-3)
 
 
-def _detections(objids) -> pd.DataFrame:
-    rows = []
-    for objid in objids:
-        for x, y, _flux in SOURCES:
-            rows.append(
-                dict(objid=objid, x=x, y=y, ra=0.0, dec=0.0, box_x0=x - 4.0, box_y0=y - 4.0)
-                | dict(box_x1=x + 5.0, box_y1=y + 5.0, score=0.9, label="normal")
-            )
-    return pd.DataFrame(rows)
-
-
 def test_shard_with_every_broken_kind_loses_no_galaxy(tmp_path):
     cutouts = tmp_path / "cutouts"
     good = ["good0", "good1"]
@@ -96,7 +83,7 @@ def test_shard_with_every_broken_kind_loses_no_galaxy(tmp_path):
     # Where detect would run: the good galaxies get detections, the status is carried over.
     render_status = read_table(shard / "status-render.parquet")
     render_status.to_parquet(shard / "status-detect.parquet")
-    _detections(good).to_parquet(shard / "detections.parquet")
+    true_detections(good).to_parquet(shard / "detections.parquet")
     argv = ["postprocess", *g, *c, "--detections", str(shard / "detections.parquet")]
     argv += ["--segments", str(shard / "segments.npz"), "--status-in", str(shard / "status-detect.parquet")]
     assert (

@@ -521,6 +521,28 @@ def _background(
     )
 
 
+def _correlation_length2(
+    xy: np.ndarray, resid: np.ndarray, psf_sigma_px: float, max_corr_px: float
+) -> float | None:
+    """Squared correlation length of the residual structure, or None if it has none.
+
+    From the residuals' covariance at lags 1 and 2 px, taken as Gaussian
+    (c(d) ~ exp(-d^2 / 4 l^2), so l^2 = 3 / (4 ln(c1 / c2))), clipped to
+    between the PSF's sigma and ``max_corr_px``; None where the lag-1
+    covariance is not positive (no correlated structure).
+    """
+    c1, c2 = _lag_covariance(xy, resid, 1), _lag_covariance(xy, resid, 2)
+    if not c1 > 0:
+        return None
+    if c2 > 0 and c1 > c2:
+        corr2 = 3.0 / (4.0 * np.log(c1 / c2))
+    elif c2 > 0:
+        corr2 = max_corr_px**2
+    else:
+        corr2 = psf_sigma_px**2
+    return float(np.clip(corr2, psf_sigma_px**2, max_corr_px**2))
+
+
 def _lag_covariance(xy: np.ndarray, resid: np.ndarray, lag: int) -> float:
     """Mean product of residuals of pixel pairs ``lag`` apart along x or y."""
     ix = np.rint(xy[:, 0]).astype(int)
@@ -607,16 +629,11 @@ def _structure_variance(
     curv_var = (curv2 - curv_noise) * area**2 if curv2 > _STRUCTURE_NSIGMA**2 * curv_noise else 0.0
     # 2. small-scale structure
     excess = float(resid @ resid) - sigma2_pix * (n - p)
-    c1, c2 = _lag_covariance(xy_k, resid, 1), _lag_covariance(xy_k, resid, 2)
-    if excess <= _STRUCTURE_NSIGMA * sigma2_pix * np.sqrt(2.0 * (n - p)) or not c1 > 0:
+    if excess <= _STRUCTURE_NSIGMA * sigma2_pix * np.sqrt(2.0 * (n - p)):
         return curv_var
-    if c2 > 0 and c1 > c2:
-        corr2 = 3.0 / (4.0 * np.log(c1 / c2))
-    elif c2 > 0:
-        corr2 = max_corr_px**2
-    else:
-        corr2 = psf_sigma_px**2
-    corr2 = float(np.clip(corr2, psf_sigma_px**2, max_corr_px**2))
+    corr2 = _correlation_length2(xy_k, resid, psf_sigma_px, max_corr_px)
+    if corr2 is None:
+        return curv_var
 
     # R applied on the pixel grid (:func:`_apply_corr`); the aperture and
     # the annulus share no pixel.
@@ -806,16 +823,9 @@ def _joint_structure_variance(
     excess = float(resid @ resid) - sigma2_pix * n_eff
     if n_eff <= 0 or excess <= _STRUCTURE_NSIGMA * sigma2_pix * np.sqrt(2.0 * n_eff):
         return 0.0, 0.0
-    c1, c2 = _lag_covariance(fit.resid_xy, resid, 1), _lag_covariance(fit.resid_xy, resid, 2)
-    if not c1 > 0:
+    corr2 = _correlation_length2(fit.resid_xy, resid, psf_sigma_px, max_corr_px)
+    if corr2 is None:
         return 0.0, 0.0
-    if c2 > 0 and c1 > c2:
-        corr2 = 3.0 / (4.0 * np.log(c1 / c2))
-    elif c2 > 0:
-        corr2 = max_corr_px**2
-    else:
-        corr2 = psf_sigma_px**2
-    corr2 = float(np.clip(corr2, psf_sigma_px**2, max_corr_px**2))
     d_k, p, ann_k = fit.design, fit.xtx_inv, fit.ann_kept
     rd = _apply_corr(xy[fit.kept], d_k, corr2)
     d_a = d_k[ann_k]
