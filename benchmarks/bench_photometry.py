@@ -200,7 +200,12 @@ def run_bench(args) -> pd.DataFrame:
     start = time.perf_counter()
     hosts = make_hosts(args.seed, args.galaxies, args)
     print(f"{len(hosts)} hosts rendered in {time.perf_counter() - start:.1f} s", flush=True)
-    settings = PhotometrySettings(correction=args.fallback, background=args.background)
+    settings = PhotometrySettings(
+        correction=args.fallback,
+        background=args.background,
+        recentre=args.recentre,
+        psf_width_err_image=args.width_err,
+    )
     rows = []
     for f_index, family in enumerate(FAMILIES):
         if family not in args.families:
@@ -211,7 +216,11 @@ def run_bench(args) -> pd.DataFrame:
             cutout, truth = inject(host, family, rng)
             # The pipeline's host segment (postprocess.host_nsigma).
             mask = host_galaxy_mask(cutout.images["r"], cutout.fwhm_pixels("r"), nsigma=DEFAULT_NSIGMA)
-            clumps = truth[["objid", "x", "y"]]
+            clumps = truth[["objid", "x", "y"]].copy()
+            if args.centre_err > 0:
+                # The detector's centring error: measured at offset positions.
+                jitter = np.random.default_rng([args.seed, h_index, f_index, 13])
+                clumps[["x", "y"]] += jitter.normal(0.0, args.centre_err, (len(clumps), 2))
             for mode in ("psf", "fallback"):
                 this = cutout if mode == "psf" else dataclasses.replace(cutout, psf={})
                 t_gal = time.perf_counter()
@@ -297,6 +306,24 @@ def main(argv: list[str] | None = None) -> int:
         default="moffat",
         help="analytic PSF without a PSF image",
     )
+    parser.add_argument(
+        "--centre-err",
+        type=float,
+        default=0.0,
+        help="standard deviation (px, per axis) of the measured centres about the true ones (the detector's)",
+    )
+    parser.add_argument(
+        "--recentre",
+        action=argparse.BooleanOptionalAction,
+        default=PhotometrySettings.recentre,
+        help="refine the centres by a PSF fit before the apertures (the pipeline's default)",
+    )
+    parser.add_argument(
+        "--width-err",
+        type=float,
+        default=PhotometrySettings.psf_width_err_image,
+        help="psf_width_err_image of the flux errors",
+    )
     parser.add_argument("--families", nargs="+", choices=list(FAMILIES), default=list(FAMILIES))
     parser.add_argument("--save", help="write the per-clump table (Parquet) here")
     args = parser.parse_args(argv)
@@ -305,7 +332,10 @@ def main(argv: list[str] | None = None) -> int:
         data.to_parquet(args.save)
     table = summarise(data)
     with pd.option_context("display.width", 200, "display.max_rows", 200):
-        print(f"background {args.background}, fallback {args.fallback}")
+        print(
+            f"background {args.background}, fallback {args.fallback}, centre error {args.centre_err} px, "
+            f"recentre {args.recentre}, width error {args.width_err}"
+        )
         print(table.to_string(index=False, float_format=lambda v: f"{v:+.4f}" if abs(v) < 1 else f"{v:.3f}"))
     return 0
 

@@ -20,6 +20,7 @@ rule photometry:
             f"--psf-width-err-image {config['photometry']['psf_width_err_image']} "
             f"--psf-width-err-analytic {config['photometry']['psf_width_err_analytic']}"
         ),
+        recentre="--recentre" if config["photometry"]["recentre"] else "--no-recentre",
         ebv=sfd_option,
     log:
         f"{RESULTS}/logs/photometry/{{sample}}-{{shard}}.log",
@@ -35,4 +36,4 @@ rule photometry:
         "--cutouts {params.cutouts} --status-in {input.status} --segments {input.segments} "
         "--status-out {output.status} --out {output.photometry} --bands {params.bands} --survey {params.survey} "
         "--aperture-correction {params.correction} --background {params.background} {params.width_err} "
-        "{params.ebv} 2> {log}"
+        "{params.recentre} {params.ebv} 2> {log}"

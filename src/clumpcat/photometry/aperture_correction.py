@@ -36,6 +36,7 @@ __all__ = [
     "shifted_psf",
     "psf_light",
     "stamp_mask",
+    "stamp_gradient",
     "kept_fraction_errors",
 ]
 
@@ -301,6 +302,17 @@ def psf_light(stamp: np.ndarray, ix: int, iy: int, px: np.ndarray, py: np.ndarra
     out = np.zeros(sx.shape)
     out[inside] = stamp[sy[inside], sx[inside]]
     return out
+
+
+def stamp_gradient(stamp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(d/dx, d/dy)`` of a PSF stamp by fourth-order central differences (zero beyond its edge).
+
+    The error is ~ k^4 h^4 / 30: 0.4% at the core of a 3-pixel FWHM.
+    """
+    padded = np.pad(stamp, 2)
+    gx = (-padded[2:-2, 4:] + 8.0 * padded[2:-2, 3:-1] - 8.0 * padded[2:-2, 1:-3] + padded[2:-2, :-4]) / 12.0
+    gy = (-padded[4:, 2:-2] + 8.0 * padded[3:-1, 2:-2] - 8.0 * padded[1:-3, 2:-2] + padded[:-4, 2:-2]) / 12.0
+    return gx, gy
 
 
 def stamp_mask(bad: np.ndarray, ix: int, iy: int, half: int) -> np.ndarray:
