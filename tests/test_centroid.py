@@ -39,7 +39,7 @@ def test_offset_centres_come_back_to_the_source(family, kwargs):
     for _ in range(30):
         tx, ty = 40 + rng.uniform(-0.5, 0.5), 40 + rng.uniform(-0.5, 0.5)
         image, psf = _scene(rng, [(tx, ty, 60.0)], family, fwhm, **kwargs)
-        # Detector-like errors: ~0.3 FWHM, inside the accepted half FWHM.
+        # Detector-like errors: ~0.3 FWHM, inside the accepted one FWHM.
         sx, sy = tx + rng.uniform(-1.0, 1.0), ty + rng.uniform(-1.0, 1.0)
         fit = refine_centres(
             image, [sx], [sy], band_psf(psf, fwhm), fwhm, sigma=np.full(image.shape, SKY_SIGMA)

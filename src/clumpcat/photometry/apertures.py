@@ -270,7 +270,7 @@ class PhotometrySettings:
         every band (:func:`clumpcat.photometry.centroid.refine_centres`).
         The detector's centres are off by a fraction of a FWHM, which reads
         a point source low; a clump below S/N 5 in the reference band, or
-        whose centre would move by more than half a FWHM, keeps the
+        whose centre would move by more than one FWHM (the merge radius), keeps the
         detector's centre. ``x_det``, ``y_det`` keep the detector's and
         ``recentred`` says which moved.
     max_masked_ee : float

@@ -13,10 +13,14 @@ photometry, r where present), the clump's PSF, its two derivatives and a
 quadratic host surface to the pixels within ``fit_radius_fwhm`` of the
 current centre, other clumps near it fitted with their own PSFs at their
 centres; the derivatives' amplitudes divided by the flux give the shift
-(Gauss-Newton, clipped to half a pixel per step). A clump whose fitted flux
-is not ``min_snr`` times its error, or whose centre would move by more than
-``max_shift_fwhm``, keeps the detector's centre: there the fit follows noise
-or host structure, not the clump. The same centre is then used in every band
+(Gauss-Newton, clipped to half a pixel per step; a step is taken while the
+PSF and its derivatives together are ``min_snr`` significant, since from a
+centre well off the source the PSF column alone sees little of its light). A
+clump whose PSF amplitude at the final centre is not ``min_snr`` times its
+error, or whose centre would move by more than ``max_shift_fwhm`` (one FWHM,
+the merge radius of Section 4.3: further away lies another candidate), keeps
+the detector's centre: there the fit follows noise or host structure, not
+the clump. The same centre is then used in every band
 (forced photometry), so that colours are measured through one aperture.
 """
 
@@ -70,8 +74,8 @@ def _fit_once(
     others: np.ndarray,
     radius: float,
     fwhm_px: float,
-) -> tuple[float, float, float, float] | None:
-    """One linearised fit at ``centre``: (flux, flux error, dx, dy), or None where it cannot be made."""
+) -> tuple[float, float, float, float, float] | None:
+    """One linearised fit at ``centre``: (flux, flux error, significance, dx, dy), or None where it cannot be made."""
     cx, cy = centre
     ny, nx = data.shape
     x0, x1 = max(int(np.floor(cx - radius)), 0), min(int(np.ceil(cx + radius)) + 1, nx)
@@ -116,10 +120,18 @@ def _fit_once(
         var_pix = float(resid @ resid) / dof
     flux = float(coef[0])
     flux_err = float(np.sqrt(max(var_pix * normal_inv[0, 0], 0.0)))
+    # Significance of the source with its shift (the PSF and its two
+    # derivatives together): far from the centre the PSF column alone
+    # sees little of the light, the derivatives the rest.
+    c3 = coef[:3]
+    try:
+        chi2 = float(c3 @ np.linalg.solve(normal_inv[:3, :3], c3)) / var_pix if var_pix > 0 else 0.0
+    except np.linalg.LinAlgError:
+        chi2 = 0.0
     if not flux > 0:
-        return flux, flux_err, 0.0, 0.0
+        return flux, flux_err, float(np.sqrt(max(chi2, 0.0))), 0.0, 0.0
     # f P(x - c - d) ~ f P - f d . grad P: the gradient columns hold -f d.
-    return flux, flux_err, -float(coef[1]) / flux, -float(coef[2]) / flux
+    return flux, flux_err, float(np.sqrt(max(chi2, 0.0))), -float(coef[1]) / flux, -float(coef[2]) / flux
 
 
 def refine_centres(
@@ -132,7 +144,7 @@ def refine_centres(
     bad: np.ndarray | None = None,
     sigma: np.ndarray | None = None,
     fit_radius_fwhm: float = 1.5,
-    max_shift_fwhm: float = 0.5,
+    max_shift_fwhm: float = 1.0,
     min_snr: float = 5.0,
 ) -> CentreFit:
     """Refine clump centres by fitting the PSF in one band.
@@ -181,22 +193,24 @@ def refine_centres(
         others = np.column_stack([x[near], y[near]])
         others = others[np.isfinite(others).all(axis=1)]
         cx, cy = x[i], y[i]
-        fit = None
+        moved = True
         for _ in range(_ITERATIONS):
             fit = _fit_once(data, good, sigma, psf, (cx, cy), others, radius, fwhm_px)
-            if fit is None or not fit[0] > min_snr * fit[1]:
+            if fit is None or not (fit[0] > 0 and fit[2] > min_snr):
+                moved = False
                 break
-            step = np.clip([fit[2], fit[3]], -_MAX_STEP_PX, _MAX_STEP_PX)
+            step = np.clip([fit[3], fit[4]], -_MAX_STEP_PX, _MAX_STEP_PX)
             cx, cy = cx + float(step[0]), cy + float(step[1])
             if np.hypot(cx - x[i], cy - y[i]) > max_shift_fwhm * fwhm_px:
-                fit = None
+                moved = False
                 break
             if np.hypot(*step) < _TOLERANCE_PX:
                 break
-        if fit is None:
-            continue
-        snr[i] = fit[0] / fit[1] if fit[1] > 0 else np.nan
-        if fit[0] > min_snr * fit[1]:
-            out_x[i], out_y[i] = cx, cy
-            refined[i] = True
+        # Accepted where the PSF at the final centre is itself significant.
+        final = _fit_once(data, good, sigma, psf, (cx, cy), others, radius, fwhm_px) if moved else None
+        if final is not None and final[1] > 0:
+            snr[i] = final[0] / final[1]
+            if snr[i] > min_snr:
+                out_x[i], out_y[i] = cx, cy
+                refined[i] = True
     return CentreFit(out_x, out_y, refined, snr)
