@@ -1,18 +1,25 @@
-"""Benchmark ``clumpcat.render.rgb``: galaxies per second and peak memory.
+"""Benchmark ``clumpcat.render.rgb``: time per galaxy with and without PNGs, and peak memory.
 
-Writes ``--n`` synthetic SDSS-like cutouts (exponential disc + point sources +
-noise, 5 bands) to a temporary folder, then times :func:`render_shard` over
-them (read cutout, Lupton or asinh composite, resize to 400x400, PNG write).
+Writes ``--n`` cutouts to a temporary folder: synthetic SDSS-like ones
+(exponential disc + point sources + noise, 5 bands, ``--size`` pixels) or,
+with ``--simulate``, the synthetic survey's own (``clumpcat simulate``). Then
+times :func:`render_shard` over them (the median of ``--repeats`` runs; the
+machine may be shared) for each ``--png`` mode: ``all`` (read and validate
+the cutout, Lupton or asinh composite, resize to 400x400, PNG write) and
+``none`` (read and validate the cutout, geometry only: what the survey and
+injected samples do for galaxies outside the gallery). Prints a table.
 
 Usage::
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_render.py --n 100 --size 150
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_render.py --n 40 --simulate --repeats 3
 """
 
 from __future__ import annotations
 
 import argparse
 import resource
+import statistics
 import sys
 import tempfile
 import time
@@ -61,22 +68,43 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=100, help="number of galaxies")
     parser.add_argument("--size", type=int, default=150, help="cutout side in pixels")
     parser.add_argument("--survey", default="sdss", choices=["sdss", "hsc"])
+    parser.add_argument("--simulate", action="store_true", help="the synthetic survey's cutouts (SDSS-like)")
+    parser.add_argument("--png", nargs="+", default=["all", "none"], choices=["all", "none"])
+    parser.add_argument("--repeats", type=int, default=3, help="runs per mode (the median is shown)")
     args = parser.parse_args(argv)
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        objids = make_cutouts(tmp / "cutouts", args.n, args.size, args.survey)
-        start = time.perf_counter()
-        table, failures = render_shard(objids, tmp / "cutouts", tmp / "rgb", args.survey)
-        elapsed = time.perf_counter() - start
-    if failures:
-        print(f"{len(failures)} failures: {failures[0].reason}", file=sys.stderr)
-        return 1
+        if args.simulate:
+            from clumpcat.survey.simulate.survey import simulate_survey
+
+            galaxies, _ = simulate_survey(seed=3, first=0, count=args.n, cutout_dir=tmp / "cutouts")
+            objids, survey, what = galaxies["objid"].astype(str).tolist(), "synthetic", "simulated survey"
+        else:
+            objids = make_cutouts(tmp / "cutouts", args.n, args.size, args.survey)
+            survey, what = args.survey, f"{args.size}x{args.size} {args.survey}"
+        for mode in args.png:
+            times = []
+            for k in range(args.repeats):
+                start = time.perf_counter()
+                table, failures = render_shard(
+                    objids,
+                    tmp / "cutouts",
+                    tmp / f"rgb-{mode}-{k}",
+                    survey,
+                    pngs=None if mode == "all" else (),
+                )
+                times.append(time.perf_counter() - start)
+                if failures:
+                    print(f"{len(failures)} failures: {failures[0].reason}", file=sys.stderr)
+                    return 1
+            rows.append((mode, statistics.median(times), len(table)))
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(
-        f"render ({args.survey}, {args.size}x{args.size} cutouts -> 400x400 PNG): "
-        f"{len(table) / elapsed:.1f} galaxies/s ({len(table)} in {elapsed:.2f} s, 1 process), "
-        f"peak RSS {peak_mb:.0f} MB"
-    )
+    print(f"render of {len(objids)} {what} cutouts, 1 process, median of {args.repeats}:")
+    print(f"{'--png':<6} {'s total':>8} {'ms/galaxy':>10} {'galaxies/s':>11}")
+    for mode, elapsed, n in rows:
+        print(f"{mode:<6} {elapsed:8.2f} {1000 * elapsed / n:10.1f} {n / elapsed:11.1f}")
+    print(f"peak RSS {peak_mb:.0f} MB")
     return 0
 
 

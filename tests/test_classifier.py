@@ -147,6 +147,17 @@ def _render_set(tmp_path, n=24, size=96):
     return tmp_path / "render.parquet", tmp_path / "truth.parquet"
 
 
+def test_render_rows_without_png_are_named(tmp_path):
+    render, truth = _render_set(tmp_path, n=4, size=16)
+    table = pd.read_parquet(render)
+    table.loc[1, "png"] = None  # `clumpcat render --png none` leaves png null
+    table.to_parquet(render)
+    with pytest.raises(InputError, match=r"1 galaxies have no PNG \(e\.g\. g1\).*--png all"):
+        train_classifier(
+            [render], tmp_path / "clf", truth_paths=[truth], image_size=32, epochs=1, device="cpu"
+        )
+
+
 def test_trained_encoder_round_trip_into_a_detector_training_step(tmp_path):
     render, truth = _render_set(tmp_path)
     out = tmp_path / "clf"

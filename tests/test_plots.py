@@ -12,6 +12,7 @@ from clumpcat.cli import main
 from clumpcat.errors import InputError
 from clumpcat.evaluation.evaluate import evaluate_run, truth_boxes
 from clumpcat.evaluation.plots import (
+    gallery_objids,
     plot_colour_colour,
     plot_completeness_purity,
     plot_conditions,
@@ -19,6 +20,7 @@ from clumpcat.evaluation.plots import (
     plot_gallery,
     plot_training_curves,
 )
+from clumpcat.render.selection import GALLERY_SIZE, gallery_pngs_in_shard, png_objids
 from clumpcat.tables import read_table, write_table
 
 
@@ -157,6 +159,22 @@ def test_gallery_maps_cutout_to_render_frame(run_dir, tmp_path):
     assert tru.get_ydata().tolist() == [52.0, 152.0]
     det_b = _gid({a.get_gid(): a for a in fig.axes}["b"], "det-b")
     assert len(det_b.get_xdata()) == 0  # score 0.3 is below the threshold
+
+
+def test_gallery_shows_the_pngs_the_workflow_renders():
+    # The workflow asks each survey shard for its share of the sample's first
+    # GALLERY_SIZE galaxies; the gallery must show exactly those.
+    objids = [f"g{i:02d}" for i in range(3 * GALLERY_SIZE)]
+    size = 5
+    shards = [objids[k : k + size] for k in range(0, len(objids), size)]
+    pngs = set().union(*(png_objids(s, gallery_pngs_in_shard(k, size)) for k, s in enumerate(shards)))
+    render = pd.DataFrame({"objid": objids, "png": [f"{o}.png" if o in pngs else None for o in objids]})
+    truth = pd.DataFrame({"objid": objids[1:], "x": 1.0, "y": 1.0})
+    chosen = gallery_objids(render, truth)
+    assert set(chosen) == pngs == set(objids[:GALLERY_SIZE])
+    assert chosen[-1] == "g00"  # the one galaxy without truth comes last
+    with pytest.raises(InputError, match="no galaxy .* has a PNG"):
+        gallery_objids(render.assign(png=None))
 
 
 def test_cli_makes_every_figure(run_dir, tmp_path):

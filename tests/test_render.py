@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,6 +14,7 @@ from PIL import Image
 
 from clumpcat.cli import main
 from clumpcat.constants import HSC_BANDS, HSC_PIXEL_SCALE, LABEL_BOX_FWHM, RENDER_SIZE
+from clumpcat.errors import InputError
 from clumpcat.geometry import RenderGeometry, box_centres, boxes_around
 from clumpcat.render.rgb import (
     HSC_ASINH_MAXIMUM,
@@ -21,6 +24,7 @@ from clumpcat.render.rgb import (
     render_cutout,
     render_shard,
 )
+from clumpcat.render.selection import GALLERY_SIZE, gallery_pngs_in_shard, parse_png, png_objids
 from clumpcat.tables import read_table
 
 # -- composites ---------------------------------------------------------------
@@ -273,3 +277,84 @@ def test_missing_band_becomes_failed_row(tmp_path, make_cutout):
     reasons = {f.objid: f.reason for f in failures}
     assert "missing band(s) I" in reasons["gal0"] and "gal0.fits" in reasons["gal0"]
     assert "file not found" in reasons["gal9"]
+
+
+# -- which galaxies get a PNG ---------------------------------------------------
+
+
+def _render_cli(tmp_path, folder, name, png):
+    """Run `clumpcat render --png PNG` on gal0..gal2 with truth; returns (shard folder, rgb folder)."""
+    shard, rgb = tmp_path / name, tmp_path / name / "rgb"
+    shard.mkdir()
+    galaxies = pd.DataFrame({"objid": ["gal0", "gal1", "gal2"], "ra": [150.0] * 3, "dec": [2.0, 2.1, 2.2]})
+    galaxies.to_parquet(shard / "galaxies.parquet")
+    _truth(["gal0", "gal1", "gal2"]).to_parquet(shard / "truth.parquet")
+    args = [
+        "render", "--galaxies", str(shard / "galaxies.parquet"), "--cutouts", str(folder),
+        "--rgb-dir", str(rgb), "--png", png, "--survey", "synthetic",
+        "--status-out", str(shard / "status.parquet"), "--out", str(shard / "render.parquet"),
+        "--truth", str(shard / "truth.parquet"), "--labels-out", str(shard / "labels.parquet"),
+    ]  # fmt: skip
+    assert main(args) == 0
+    return shard, rgb
+
+
+def test_png_none_writes_no_png_but_the_same_rows(tmp_path, cutout_dir):
+    folder = cutout_dir(["gal0", "gal1", "gal2"])
+    bad = folder / "gal1.fits"
+    bad.write_bytes(bad.read_bytes()[:3000])  # truncated FITS
+    every, every_rgb = _render_cli(tmp_path, folder, "all", "all")
+    none, none_rgb = _render_cli(tmp_path, folder, "none", "none")
+    assert sorted(p.name for p in every_rgb.iterdir()) == ["gal0.png", "gal2.png"]
+    assert not none_rgb.exists() or not any(none_rgb.iterdir())
+    # The broken cutout fails either way, with its reason; the ledgers are equal.
+    status = read_table(none / "status.parquet").set_index("objid")
+    assert status.loc["gal1", "status"] == "failed" and "gal1.fits" in status.loc["gal1", "reason"]
+    pd.testing.assert_frame_equal(read_table(every / "status.parquet"), read_table(none / "status.parquet"))
+    pd.testing.assert_frame_equal(read_table(every / "labels.parquet"), read_table(none / "labels.parquet"))
+    with_png, without = read_table(every / "render.parquet"), read_table(none / "render.parquet")
+    assert without["objid"].tolist() == ["gal0", "gal2"] and without["png"].isna().all()
+    assert with_png["png"].notna().all()
+    pd.testing.assert_frame_equal(with_png.drop(columns="png"), without.drop(columns="png"))
+
+
+def test_png_first_n_counts_shard_rows_not_survivors(tmp_path, cutout_dir):
+    folder = cutout_dir(["gal0", "gal2"])  # gal1's cutout is missing
+    shard, rgb = _render_cli(tmp_path, folder, "first", "first:2")
+    # first:2 is gal0 and gal1 of the shard's table; gal1 fails, gal2 gets no PNG.
+    assert [p.name for p in rgb.iterdir()] == ["gal0.png"]
+    table = read_table(shard / "render.parquet").set_index("objid")
+    assert table.loc["gal0", "png"] == str(rgb / "gal0.png") and pd.isna(table.loc["gal2", "png"])
+    assert table.loc["gal2", "scale_x"] == pytest.approx(RENDER_SIZE / 64)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [("all", None), ("none", 0), ("first:12", 12), ("FIRST:0", 0)]
+)
+def test_parse_png(value, expected):
+    assert parse_png(value) == expected
+
+
+@pytest.mark.parametrize("value", ["some", "first:", "first:-1", "first:two", "last:3"])
+def test_parse_png_names_the_allowed_forms(value):
+    with pytest.raises(argparse.ArgumentTypeError, match=r"all, none or first:N"):
+        parse_png(value)
+
+
+def test_png_without_rgb_dir_is_an_error(tmp_path, cutout_dir):
+    folder = cutout_dir(["gal0"])
+    with pytest.raises(InputError, match="--rgb-dir"):
+        render_shard(["gal0"], folder, None, "sdss")
+    table, failures = render_shard(["gal0"], folder, None, "sdss", pngs=())
+    assert not failures and table["png"].isna().all()
+
+
+def test_gallery_pngs_spread_over_shards():
+    # The sample's first 12 rows: 5 + 5 + 2 with shards of 5, none after.
+    assert [gallery_pngs_in_shard(k, 5, 12) for k in range(4)] == [5, 5, 2, 0]
+    assert gallery_pngs_in_shard(0, 100, GALLERY_SIZE) == GALLERY_SIZE
+    objids = [f"g{i}" for i in range(9)]
+    chosen = set().union(
+        *(png_objids(objids[k * 3 : k * 3 + 3], gallery_pngs_in_shard(k, 3, 4)) for k in range(3))
+    )
+    assert chosen == {"g0", "g1", "g2", "g3"}

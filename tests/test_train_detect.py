@@ -177,6 +177,25 @@ def png_detections(survey, trained, tmp_path_factory):
     )  # fmt: skip
 
 
+def test_render_rows_without_png_are_refused_by_training_and_failed_by_detect(survey, trained, tmp_path):
+    """`clumpcat render --png none` rows (png null): training names them; PNG detection fails them alone."""
+    render = read_table(survey / "render.parquet")
+    render.loc[render.index[:2], "png"] = None
+    render.to_parquet(tmp_path / "render.parquet")
+    with pytest.raises(InputError, match=r"2 galaxies have no PNG.*--png all"):
+        load_training_table([tmp_path / "render.parquet"], [survey / "labels.parquet"])
+    out, _ = trained
+    detect_shard(
+        out / "model.pt", tmp_path / "render.parquet", survey / "cutouts", tmp_path / "det.parquet",
+        tmp_path / "status.parquet", device="cpu", batch_size=4, score_floor=0.0,
+    )  # fmt: skip
+    status = read_table(tmp_path / "status.parquet").set_index("objid")
+    no_png = render["objid"].iloc[:2].tolist()
+    assert (status.loc[no_png, "status"] == "failed").all()
+    assert status.loc[no_png, "reason"].str.contains("no PNG rendered").all()
+    assert (status.drop(index=no_png)["status"] == "ok").all()
+
+
 @pytest.mark.parametrize("render_on", ["loader", "device"])
 def test_detect_from_cutouts_equals_detect_from_pngs(survey, trained, png_detections, tmp_path, render_on):
     """No PNG round trip: the same candidates, in the same frame, as from the rendered PNGs."""

@@ -16,6 +16,8 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from clumpcat.render.selection import GALLERY_SIZE
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
@@ -152,6 +154,45 @@ def test_default_pipeline_makes_the_release(small_run):
     assert set(metrics["conditions"]) >= {"model", "baseline"}
     assert set(metrics["photometry_pulls"]["bands"]) == {"u", "g", "r", "i", "z"}
     assert (results / "figures" / "conditions.png").exists()
+    # PNGs only where they are read: every training galaxy, the survey galaxies
+    # the gallery shows (the sample's first GALLERY_SIZE), none injected.
+    assert (results / "figures" / "gallery.png").exists()
+    survey = pd.concat(
+        pd.read_parquet(p) for p in sorted((results / "survey" / "shards").glob("*/render.parquet"))
+    )
+    first = pd.concat(
+        pd.read_parquet(p) for p in sorted((results / "survey" / "shards").glob("*/galaxies.parquet"))
+    )["objid"].astype(str)[:GALLERY_SIZE]
+    survey_pngs = {p.stem for p in (results / "survey" / "rgb").glob("*.png")}
+    assert survey_pngs == set(survey.loc[survey["png"].notna(), "objid"]) == set(first) & set(survey["objid"])
+    assert len(survey) > len(survey_pngs) and survey[["nx", "ny", "fwhm_r_px"]].notna().all().all()
+    assert not list((results / "injected" / "rgb").glob("*.png"))
+    training = pd.concat(
+        pd.read_parquet(p) for p in (results / "training" / "shards").glob("*/render.parquet")
+    )
+    assert {p.stem for p in (results / "training" / "rgb").glob("*.png")} == set(training["objid"])
+
+
+def test_render_png_follows_the_config(tmp_path):
+    def png_options(*args):
+        done = snakemake("-n", "-p", "--config", f"results={tmp_path / 'out'}", *args)
+        assert done.returncode == 0, done.stderr[-2000:]
+        found = re.findall(r"clumpcat render .*?--rgb-dir \S+/(\w+)/rgb (--png \S+)", done.stdout)
+        return {(sample, option) for sample, option in found}
+
+    # Defaults: 240 survey galaxies in shards of 100, the gallery's 12 in shard 0.
+    assert png_options() == {
+        ("training", "--png all"),
+        ("survey", f"--png first:{GALLERY_SIZE}"),
+        ("survey", "--png first:0"),
+        ("injected", "--png none"),
+    }
+    (tmp_path / "all.yaml").write_text(yaml.safe_dump({"render": {"png": "all"}}))
+    assert png_options("--configfile", str(tmp_path / "all.yaml")) == {
+        ("training", "--png all"),
+        ("survey", "--png all"),
+        ("injected", "--png all"),
+    }
 
 
 @pytest.mark.slow

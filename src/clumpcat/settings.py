@@ -42,6 +42,7 @@ __all__ = [
     "Settings",
     "RunSettings",
     "SimulateSettings",
+    "RenderSettings",
     "TrainingSettings",
     "WeightsSettings",
     "DetectSettings",
@@ -364,6 +365,20 @@ class SimulateSettings(Settings):
         None,
         "PSF shape of every galaxy; null draws it per galaxy (its parameters are drawn either way).",
         choices=("gaussian", "moffat", "double_gaussian"),
+    )
+
+
+@dataclass(frozen=True)
+class RenderSettings(Settings):
+    section: ClassVar[str] = "render"
+    description: ClassVar[str] = "RGB PNGs (App. A); detection renders from the cutouts itself."
+
+    png: str = setting(
+        "gallery",
+        "Which galaxies get a PNG: gallery (the training sample all, the survey the gallery's first "
+        "galaxies, the injected sample none) or all (every sample, e.g. for volunteers' eyes).",
+        cli=False,
+        choices=("gallery", "all"),
     )
 
 
@@ -742,6 +757,7 @@ class ClassifierSettings(Settings):
 #: Every config.yaml section, in the order of the flow.
 SECTIONS: tuple[type[Settings], ...] = (
     SimulateSettings,
+    RenderSettings,
     TrainingSettings,
     WeightsSettings,
     DetectSettings,

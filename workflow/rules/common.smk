@@ -9,6 +9,7 @@ from pathlib import Path
 from snakemake.utils import validate
 
 from clumpcat.manifests import manifest_digest
+from clumpcat.render.selection import GALLERY_SIZE, gallery_pngs_in_shard
 from clumpcat.settings import (
     DetectSettings,
     HscSettings,
@@ -193,6 +194,19 @@ def truth_of(wildcards):
 
 def rgb_dir(wildcards):
     return f"{RESULTS}/{wildcards.sample}/rgb"
+
+
+def png_option(wildcards):
+    """`--png` of a render job: every PNG of the sample the detector trains on (its crops
+    are read from PNGs) or with render.png: all; else the survey's gallery galaxies (the
+    first GALLERY_SIZE of the sample, which `clumpcat plots` shows) and none of the
+    injected sample (detection renders from the cutouts)."""
+    trains_on = wildcards.sample == TRAIN_SAMPLE and TRAIN
+    if EFFECTIVE_CONFIG["render"]["png"] == "all" or trains_on:
+        return "--png all"
+    if wildcards.sample == "survey":
+        return f"--png first:{gallery_pngs_in_shard(int(wildcards.shard), SHARD_SIZE, GALLERY_SIZE)}"
+    return "--png none"
 
 
 def status_option(wildcards, input):

@@ -1,4 +1,6 @@
 # RGB rendering (Lupton for SDSS, asinh for HSC; paper App. A) and label boxes.
+# Every cutout is validated and gets its geometry row; PNGs only where read
+# (training, the gallery) or asked for (render.png: all): see png_option.
 
 
 rule render:
@@ -13,6 +15,7 @@ rule render:
     params:
         cutouts=cutouts_param,
         rgb=rgb_dir,
+        png=png_option,
         status=status_option,
         truth=truth_option,
         survey=SURVEY,
@@ -27,6 +30,6 @@ rule render:
         ENV
     shell:
         "clumpcat render --galaxies {input.galaxies} --cutouts {params.cutouts} "
-        "--rgb-dir {params.rgb} --survey {params.survey} {params.status} {params.truth} "
+        "--rgb-dir {params.rgb} {params.png} --survey {params.survey} {params.status} {params.truth} "
         "--labels-detectable-only --labels-out {output.labels} "
         "--status-out {output.status} --out {output.render} 2> {log}"

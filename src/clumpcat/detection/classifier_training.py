@@ -85,6 +85,12 @@ def _render_table(paths: Sequence[str | Path]) -> pd.DataFrame:
         missing = [c for c in ("objid", "png") if c not in frame.columns]
         if missing:
             raise InputError(f"render table {path} lacks column(s) {', '.join(missing)}")
+        no_png = frame.loc[frame["png"].isna(), "objid"].astype(str).tolist()
+        if no_png:
+            raise InputError(
+                f"render table {path}: {len(no_png)} galaxies have no PNG (e.g. {', '.join(no_png[:5])}); "
+                "render them with `clumpcat render --png all` (workflow: render.png: all)"
+            )
         frames.append(frame[["objid", "png"]])
     if not frames:
         raise InputError("no render tables given (--render)")

@@ -115,6 +115,12 @@ def load_training_table(
         If a table lacks a column, or labels name images that were not rendered.
     """
     images = _concat(render_paths, _RENDER_COLUMNS, "render table")
+    no_png = images.loc[images["png"].isna(), "objid"].tolist()
+    if no_png:
+        raise InputError(
+            f"render tables: {len(no_png)} galaxies have no PNG (e.g. {', '.join(no_png[:5])}); training "
+            "reads PNGs: render them with `clumpcat render --png all` (workflow: render.png: all)"
+        )
     boxes = _concat(label_paths, _LABEL_COLUMNS, "label table")
     unknown = sorted(set(boxes["objid"]) - set(images["objid"]))
     if unknown:

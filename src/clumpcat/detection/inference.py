@@ -88,12 +88,15 @@ class RenderedImages(torch.utils.data.Dataset):
 
     def __init__(self, table: pd.DataFrame):
         self.objids = table["objid"].astype(str).tolist()
-        self.pngs = table["png"].astype(str).tolist()
+        # A null png: the render stage was asked for no PNG of this galaxy (--png).
+        self.pngs = [None if pd.isna(p) else str(p) for p in table["png"]]
 
     def __len__(self) -> int:
         return len(self.objids)
 
     def __getitem__(self, index: int):
+        if self.pngs[index] is None:
+            return None, self.objids[index], "no PNG rendered (render --png); detect from --galaxies instead"
         try:
             rgb = decode_image(self.pngs[index], mode=ImageReadMode.RGB)
         except (OSError, RuntimeError) as exc:

@@ -44,6 +44,7 @@ from matplotlib.patches import Circle, Rectangle
 from clumpcat.constants import LABELS, MATCH_FWHM, RENDER_SIZE
 from clumpcat.errors import InputError
 from clumpcat.manifests import MANIFEST_EPILOG, ManifestPaths
+from clumpcat.render.selection import GALLERY_SIZE
 from clumpcat.tables import read_table, read_tables
 
 __all__ = [
@@ -54,6 +55,7 @@ __all__ = [
     "plot_conditions",
     "plot_training_curves",
     "plot_colour_colour",
+    "gallery_objids",
     "plot_gallery",
     "make_figures",
     "configure_parser",
@@ -515,16 +517,28 @@ def plot_colour_colour(
 # --------------------------------------------------------------------------
 
 
-def _choose_gallery(render: pd.DataFrame, truth: pd.DataFrame | None, n: int, seed: int) -> list[str]:
-    objids = render["objid"].astype(str).tolist()
+def gallery_objids(
+    render: pd.DataFrame, truth: pd.DataFrame | None = None, n: int = GALLERY_SIZE
+) -> list[str]:
+    """The galaxies the gallery shows: the first ``n`` rows with a PNG, those with truth first.
+
+    Deterministic and in the render tables' order (the sample's order), so
+    the workflow renders exactly these PNGs by asking the render stage for
+    the sample's first :data:`~clumpcat.render.selection.GALLERY_SIZE`
+    galaxies (:mod:`clumpcat.render.selection`).
+
+    Raises
+    ------
+    InputError
+        If no row has a PNG.
+    """
+    objids = render.loc[render["png"].notna(), "objid"].astype(str).tolist()
+    if not objids:
+        raise InputError("no galaxy of the render tables has a PNG (render with --png all or first:N)")
     if truth is not None and len(truth):
         with_truth = set(truth["objid"].astype(str))
-        preferred = [o for o in objids if o in with_truth]
-        objids = preferred or objids
-    rng = np.random.default_rng(seed)
-    if len(objids) > n:
-        objids = [objids[i] for i in sorted(rng.choice(len(objids), n, replace=False))]
-    return objids
+        objids = [o for o in objids if o in with_truth] + [o for o in objids if o not in with_truth]
+    return objids[:n]
 
 
 def plot_gallery(
@@ -534,9 +548,8 @@ def plot_gallery(
     path: str | Path | None = None,
     *,
     threshold: float = 0.5,
-    n: int = 12,
+    n: int = GALLERY_SIZE,
     ncols: int = 4,
-    seed: int = 0,
     base_dir: str | Path | None = None,
 ) -> Figure:
     """Rendered galaxies with detections and true clumps overlaid.
@@ -544,8 +557,8 @@ def plot_gallery(
     Parameters
     ----------
     render : pandas.DataFrame
-        One row per rendered galaxy: ``objid``, ``png`` (400x400 RGB),
-        ``nx``, ``ny`` (cutout size in cutout pixels).
+        One row per rendered galaxy: ``objid``, ``png`` (400x400 RGB; null
+        where none was rendered), ``nx``, ``ny`` (cutout size in cutout pixels).
     detections : pandas.DataFrame
         Detections (cutout frame): objid, x, y, score, label, and boxes
         ``box_x0..box_y1`` when available.
@@ -555,9 +568,7 @@ def plot_gallery(
     threshold : float
         Draw detections with ``score >= threshold``.
     n, ncols : int
-        Galaxies shown and columns of the grid.
-    seed : int
-        Seed of the choice of galaxies (those with truth first).
+        Galaxies shown (see :func:`gallery_objids`) and columns of the grid.
     base_dir : str or Path, optional
         Folder that relative ``png`` paths are relative to.
 
@@ -574,7 +585,7 @@ def plot_gallery(
     if missing:
         raise InputError(f"render table lacks column(s) {', '.join(missing)}")
     render = render.assign(objid=render["objid"].astype(str))
-    chosen = _choose_gallery(render, truth, n, seed)
+    chosen = gallery_objids(render, truth, n)
     rows = max(1, int(np.ceil(len(chosen) / ncols)))
     cols = min(ncols, max(len(chosen), 1))
     fig = Figure(figsize=(2.6 * cols, 2.75 * rows))
@@ -664,7 +675,7 @@ def make_figures(
     detections: pd.DataFrame | None = None,
     truth: pd.DataFrame | None = None,
     threshold: float = 0.5,
-    gallery_size: int = 12,
+    gallery_size: int = GALLERY_SIZE,
 ) -> dict[str, str]:
     """Make every figure whose inputs are given; skip the others.
 
@@ -733,7 +744,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clumps", **many, help="candidates (cutout frame) for the gallery")
     parser.add_argument("--truth", **many, help="truth table(s) for the gallery")
     parser.add_argument("--threshold", type=float, default=0.5, help="score threshold of the overlays (0.5)")
-    parser.add_argument("--gallery-size", type=int, default=12, help="galaxies in the gallery (12)")
+    parser.add_argument(
+        "--gallery-size",
+        type=int,
+        default=GALLERY_SIZE,
+        help=f"galaxies in the gallery, the first with a PNG ({GALLERY_SIZE})",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,5 +1,9 @@
 """Render cutouts as 400x400 RGB PNGs, the images the detector sees.
 
+The shard driver writes a PNG only for the galaxies asked for (``--png``;
+see :mod:`clumpcat.render.selection`): detection renders from the cutouts
+itself. Every galaxy's cutout is validated and gets its geometry row either way.
+
 SDSS (and the SDSS-like synthetic survey) use the Lupton et al. (2004) colour
 composite with the Galaxy Zoo: Clump Scout parameters (App. A.1); HSC uses a
 per-band asinh stretch (App. A.2). Either composite is then resized to
@@ -16,7 +20,7 @@ import math
 import os
 import tempfile
 import warnings
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +49,7 @@ from clumpcat.ledger import LedgerEntry, pending, read_status, write_status
 from clumpcat.logs import progress
 from clumpcat.paths import objid_path
 from clumpcat.render.labels import LABEL_COLUMNS, truth_boxes
+from clumpcat.render.selection import PNG_HELP, parse_png, png_objids
 from clumpcat.survey.cutouts import Cutout, read_cutout
 from clumpcat.survey.galaxies import read_galaxies
 from clumpcat.tables import ColumnDoc, read_table, write_table
@@ -103,7 +108,7 @@ PNG_COMPRESS_LEVEL = 1
 #: Columns of ``render.parquet``: (unit, description).
 RENDER_COLUMNS: dict[str, ColumnDoc] = {
     "objid": ("", "Galaxy identifier"),
-    "png": ("", "Path of the rendered 400x400 RGB PNG"),
+    "png": ("", "Path of the rendered 400x400 RGB PNG; null where none was asked for (--png)"),
     "nx": ("pix", "Cutout width in cutout pixels"),
     "ny": ("pix", "Cutout height in cutout pixels"),
     "scale_x": ("", "Rendered pixels per cutout pixel along x"),
@@ -369,34 +374,50 @@ def write_png(path: str | Path, rgb: np.ndarray) -> Path:
 def render_shard(
     objids: list[str],
     cutout_dir: str | Path,
-    rgb_dir: str | Path,
+    rgb_dir: str | Path | None,
     survey: str,
     *,
     resample: str = "lanczos",
+    pngs: Collection[str] | None = None,
 ) -> tuple[pd.DataFrame, list[LedgerEntry]]:
-    """Render every galaxy of a shard; a bad cutout never stops the others.
+    """Render a shard's galaxies; a bad cutout never stops the others.
 
     Parameters
     ----------
     objids : list of str
         Galaxies to render; each reads ``cutout_dir/{objid}.fits`` once.
     cutout_dir, rgb_dir : str or Path
-        Cutout folder and PNG folder (``rgb_dir/{objid}.png``).
+        Cutout folder and PNG folder (``rgb_dir/{objid}.png``); ``rgb_dir``
+        may be None when ``pngs`` is empty.
     survey : {'sdss', 'synthetic', 'hsc'}
     resample : {'lanczos', 'bilinear'}
+    pngs : collection of str, optional
+        The galaxies that get a PNG; None: every galaxy. The others are
+        read and validated as the contract asks (so a broken cutout still
+        fails here, with its reason) but not composited: their row carries
+        the geometry and a null ``png``.
 
     Returns
     -------
     table : DataFrame
-        One row per rendered galaxy, columns of :data:`RENDER_COLUMNS`:
-        objid, png, nx, ny, scale_x, scale_y, fwhm_r_px, fwhm_r_render_px.
+        One row per galaxy whose cutout is sound, columns of
+        :data:`RENDER_COLUMNS`: objid, png (null without a PNG), nx, ny,
+        scale_x, scale_y, fwhm_r_px, fwhm_r_render_px.
     failures : list of LedgerEntry
         One ``failed`` entry (stage ``render``) per galaxy whose cutout broke
         the contract, the reason naming the file.
+
+    Raises
+    ------
+    InputError
+        If ``survey`` is unknown, or PNGs are asked for without ``rgb_dir``.
     """
     if survey not in SURVEY_RENDERERS:
         allowed = ", ".join(repr(s) for s in SURVEY_RENDERERS)
         raise InputError(f"'survey' must be one of {allowed}, got {survey!r}")
+    wanted = None if pngs is None else {str(o) for o in pngs}
+    if rgb_dir is None and (wanted is None or wanted & {str(o) for o in objids}):
+        raise InputError("PNGs are asked for (--png) but no --rgb-dir is given")
     needed = tuple(sorted(set(RGB_BANDS) | {"r"}))
     rows, failures = [], []
     for objid in progress(objids, desc="render", total=len(objids)):
@@ -409,7 +430,13 @@ def render_shard(
                 cutout = read_cutout(path, bands=needed)
             for w in caught:
                 log.warning("render: %s: %s: %s", path, w.category.__name__, str(w.message).splitlines()[0])
-            rgb, geometry = render_cutout(cutout, survey, resample=resample)
+            with_png = wanted is None or str(objid) in wanted
+            if with_png:
+                rgb, geometry = render_cutout(cutout, survey, resample=resample)
+            else:
+                # read_cutout has checked what compositing needs (bands, one
+                # 2-D shape); the composite itself is skipped.
+                geometry = RenderGeometry.for_shape(cutout.shape)
             fwhm = cutout.fwhm_pixels("r")
         except CutoutError as exc:
             log.warning("render: %s", exc)
@@ -420,11 +447,11 @@ def render_shard(
             log.warning("render: %s", reason)
             failures.append(LedgerEntry(str(objid), "failed", "render", reason))
             continue
-        png = write_png(objid_path(rgb_dir, objid, ".png"), rgb)
+        png = str(write_png(objid_path(rgb_dir, objid, ".png"), rgb)) if with_png else None
         rows.append(
             {
                 "objid": str(objid),
-                "png": str(png),
+                "png": png,
                 "nx": geometry.nx,
                 "ny": geometry.ny,
                 "scale_x": geometry.scale_x,
@@ -434,9 +461,10 @@ def render_shard(
             }
         )
     table = pd.DataFrame(rows, columns=list(RENDER_COLUMNS))
-    table = table.astype({"objid": str, "png": str, "nx": "int64", "ny": "int64"})
+    table = table.astype({"objid": str, "png": "string", "nx": "int64", "ny": "int64"})
     table = table.astype({c: "float64" for c in ("scale_x", "scale_y", "fwhm_r_px", "fwhm_r_render_px")})
-    log.info("render: %d rendered, %d failed", len(rows), len(failures))
+    n_png = int(table["png"].notna().sum())
+    log.info("render: %d rendered (%d PNGs), %d failed", len(rows), n_png, len(failures))
     return table, failures
 
 
@@ -452,7 +480,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add ``clumpcat render`` options to ``parser``."""
     parser.add_argument("--galaxies", required=True, help="shard galaxy table (Parquet or CSV)")
     parser.add_argument("--cutouts", required=True, help="folder of {objid}.fits cutouts")
-    parser.add_argument("--rgb-dir", required=True, help="folder for {objid}.png")
+    parser.add_argument("--rgb-dir", help="folder for {objid}.png (needed unless --png none)")
+    parser.add_argument("--png", type=parse_png, default=None, metavar="{all,none,first:N}", help=PNG_HELP)
     parser.add_argument(
         "--survey",
         default="sdss",
@@ -490,7 +519,10 @@ def run(args: argparse.Namespace) -> int:
     upstream = read_status(args.status_in)
     todo = pending(shard, upstream)
     truth = read_table(args.truth) if args.truth else None
-    table, failures = render_shard(todo, args.cutouts, args.rgb_dir, args.survey, resample=args.resample)
+    pngs = png_objids([str(o) for o in shard], args.png)
+    table, failures = render_shard(
+        todo, args.cutouts, args.rgb_dir, args.survey, resample=args.resample, pngs=pngs
+    )
     write_table(table, args.out, RENDER_COLUMNS, {"survey": args.survey, "render_size": str(RENDER_SIZE)})
     write_status(args.status_out, shard, failures, upstream=upstream)
     if truth is not None:
