@@ -506,7 +506,7 @@ class PhotometrySettings(Settings):
         choices=("gaussian", "moffat"),
     )
     background: str = setting(
-        "quadratic",
+        "auto",
         "Background under the clump: auto (joint where the cutout carries the band's PSF image, quadratic "
         "with the analytic fallback), joint (a quadratic host surface fitted together with the clump's PSF "
         "to the aperture and the annulus: unbiased on curved hosts and half the noise of a quadratic from "
@@ -515,7 +515,7 @@ class PhotometrySettings(Settings):
         choices=("auto", "median", "mean", "plane", "radial", "quadratic", "joint"),
     )
     psf_width_err_image: float = setting(
-        0.01,
+        0.003,
         "Fractional PSF-width uncertainty in the flux errors where the cutout has a PSF image: a "
         "survey PSF model's (HSC size residual ~0.3% in T, Mandelbaum et al. 2018; SDSS KL PSF, "
         "Stoughton et al. 2002) plus its change across the cutout.",

@@ -3,11 +3,14 @@
 For each clump and band:
 
 1. a circular aperture of radius ``APERTURE_RADIUS_FWHM`` x the band's PSF
-   FWHM (pixels) at the clump centre;
+   FWHM (pixels) at the clump centre, refined by a PSF fit in the r band
+   (``recentre``, :mod:`clumpcat.photometry.centroid`) and the same in
+   every band;
 2. the background -- the host galaxy's diffuse light -- is estimated from the
    pixels in an annulus of ``ANNULUS_FWHM`` = 1.5-2.5 x FWHM, after masking
    the area outside the host galaxy and discs of 1.5 x FWHM around the other
-   clumps. With ``background='joint'`` a quadratic host surface is
+   clumps. With ``background='joint'`` (the default ``auto`` where the
+   cutout carries the band's PSF image) a quadratic host surface is
    fitted to the annulus and the aperture's own pixels together with the
    clump's PSF (:func:`_joint_fit`), and the surface is integrated over the
    aperture and subtracted; the aperture's pixels pin the surface down where
@@ -15,8 +18,8 @@ For each clump and band:
    annulus alone (a 3-sigma-clipped quadratic surface averaged over the
    aperture, a plane, a mean, a radial fit, or the paper's median), with the
    clump's own PSF wing removed from the annulus (iterated with the flux: a
-   median or a clipped fit is not linear), times the aperture area (the
-   default: the quadratic surface). See
+   median or a clipped fit is not linear), times the aperture area
+   (``auto`` without a PSF image: the quadratic surface). See
    :class:`PhotometrySettings` for why;
 3. the result is divided by the PSF's encircled energy ``EE`` within the
    aperture as measured -- at the clump's sub-pixel position, bad pixels
@@ -196,14 +199,13 @@ class PhotometrySettings:
     beta : float
         Moffat index, for ``correction='moffat'``.
     background : {'auto', 'joint', 'quadratic', 'plane', 'mean', 'median', 'radial'}
-        Background estimator (default ``quadratic``; ``auto``: ``joint``
-        where the band's PSF image is at hand, ``quadratic`` with the
-        analytic fallback, :meth:`background_for`). ``joint`` (:func:`_joint_fit`): a
+        Background estimator (default ``auto``: ``joint`` where the band's
+        PSF image is at hand, ``quadratic`` with the analytic fallback,
+        :meth:`background_for`). ``joint`` (:func:`_joint_fit`): a
         quadratic host surface fitted together with the clump's PSF to the
         annulus and aperture pixels, integrated over the aperture. The
         others fit the annulus alone (:func:`_background`): a
-        3-sigma-clipped quadratic surface averaged over the aperture (the
-        default), a
+        3-sigma-clipped quadratic surface averaged over the aperture, a
         clipped plane evaluated at the clump, a clipped mean, the median
         (App. E) or a radial fit. The default departs from App. E on
         purpose, measured with benchmarks/bench_photometry.py (point sources
@@ -216,18 +218,16 @@ class PhotometrySettings:
         curvature inward: its noise is ~1.9x the aperture's own for a
         Gaussian PSF, and it made the median |error| of S/N > 20 clumps
         2.3-3.7% (120 hosts, S/N of the aperture flux). Fitted jointly with
-        the clump it has ~0.4x: median |error| 1.3-2.3%, biases within
-        0.6%. The price: the surface takes up part of any mismatch of the
-        PSF's core, so the flux moves ~1.2% per 1% error of the PSF width
-        (the annulus-only quadratic: ~0.3%), and the width uncertainty
-        (``psf_width_err_image``) enters the errors 4x more: pull std at
-        S/N > 5 0.85-0.96 with 0.01 (0.74-0.86 with 0.02) on the
-        benchmark, whose PSF images are exact. ``joint`` is not the default
-        because a beta = 2.5 Moffat (broad wings, which the surface and the
-        PSF column share) stays at 2.0-2.3% in g (300 and 120 hosts), and
-        with the analytic fallback on a PSF of other wings its bias grows
-        (+20% on a Gaussian PSF against +13% for the annulus-only
-        quadratic; both flagged by ``apcorr_source_<b>``). A joint *plane*
+        the clump it has ~0.4x: median |error| 1.2-1.9% with centres 0.5 px
+        off and refined (:attr:`recentre`), biases within 0.8%, pull std
+        0.89-1.22 at S/N > 5 (60 hosts). The price: the surface takes up
+        part of any mismatch of the PSF's core, so the flux moves ~1.2% per
+        1% error of the PSF width (the annulus-only quadratic: ~0.3%), and
+        the width uncertainty (``psf_width_err_image``) enters the errors
+        4x more. With the analytic fallback the shape is a guess, which the
+        joint fit turns into a larger bias (+20% on a Gaussian PSF against
+        +13% for the annulus-only quadratic; both flagged by
+        ``apcorr_source_<b>``), hence ``quadratic`` there. A joint *plane*
         is as robust to the width as the annulus, but 1-2% low on curved
         hosts.
     structure_error : bool
@@ -243,7 +243,7 @@ class PhotometrySettings:
         the aperture correction uses the cutout's own ``PSF_<BAND>`` image
         (``apcorr_source_<b> = 'psf'``), propagated into the flux error
         (through the encircled energy, or through the joint fit's pixel
-        weights). Default 0.01, the error of a survey's PSF model at the
+        weights). Default 0.003, the error of a survey's PSF model at the
         galaxy: HSC's PSF models have a fractional size residual of ~0.003
         in ``T = Ixx + Iyy`` (Mandelbaum et al. 2018, PASJ 70, S25, the
         first-year shear catalogue; requirement 0.004), ~0.15% in width;
@@ -251,9 +251,12 @@ class PhotometrySettings:
         and checked against large-aperture photometry of bright stars
         (Stoughton et al. 2002, AJ 123, 485, Sect. 4.3), its PSF magnitudes'
         seeing dependence below 0.02 mag up to 2" seeing (SDSS DR7
-        algorithms, psfMag). 1% is above both and leaves room for the PSF's
-        change between the cutout centre, where the image is evaluated, and
-        a clump ~10" away.
+        algorithms, psfMag). 0.3% is twice HSC's, room for the PSF's change
+        between the cutout centre, where the image is evaluated, and a clump
+        ~10" away. With 1% the joint fit's pulls at S/N > 20 on surveys
+        whose PSF images are exact fell to 0.62-0.77 (the term is 4x the
+        aperture's there; 0.78-0.92 with 0.5%), below the 0.8 the errors are
+        held to; a survey whose PSF model is known to be worse sets it higher.
     psf_width_err_analytic : float
         The same where the cutout has no PSF image and the analytic
         ``correction`` profile is drawn at the header's ``PSF_FWHM``
@@ -285,9 +288,9 @@ class PhotometrySettings:
     correction: str = "gaussian"
     beta: float = MOFFAT_BETA
     min_bkg_fraction: float = 0.25
-    background: str = "quadratic"
+    background: str = "auto"
     structure_error: bool = True
-    psf_width_err_image: float = 0.01
+    psf_width_err_image: float = 0.003
     psf_width_err_analytic: float = 0.02
     recentre: bool = True
     max_masked_ee: float = 0.2
@@ -1640,16 +1643,16 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--background",
         choices=BACKGROUND_METHODS,
         default=PhotometrySettings.background,
-        help="background: auto (joint where the cutout has the band's PSF image, else "
+        help="background: auto (default: joint where the cutout has the band's PSF image, else "
         "quadratic), quadratic surface fitted jointly with the clump's PSF to the aperture and "
         "annulus (joint), or from the annulus alone: clipped mean, median (App. E), plane, "
-        "radial fit or quadratic surface (default)",
+        "radial fit or quadratic surface",
     )
     parser.add_argument(
         "--psf-width-err-image",
         type=float,
         default=PhotometrySettings.psf_width_err_image,
-        help="fractional PSF-width uncertainty with the cutout's PSF image (default 0.01)",
+        help="fractional PSF-width uncertainty with the cutout's PSF image (default 0.003)",
     )
     parser.add_argument(
         "--psf-width-err-analytic",
