@@ -234,7 +234,7 @@ def test_fits_matches_parquet(results):
         header = hdul[1].header
         assert hdul[1].name == "CATALOGUE"
         assert hdul[0].header["SCORECUT"] == 0.3
-        assert (hdul[0].header["APCORR"], hdul[0].header["BKGMETH"]) == ("gaussian", "quadratic")
+        assert (hdul[0].header["APCORR"], hdul[0].header["BKGMETH"]) == ("gaussian", "auto")
         for i, c in enumerate(model.columns, start=1):
             assert header[f"TTYPE{i}"] == c.name
             if c.name in ("galaxy_lmass", "galaxy_lssfr"):  # dex units are not FITS units
