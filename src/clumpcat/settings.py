@@ -390,9 +390,9 @@ class TrainingSettings(Settings):
     setup: str = setting(
         "cpu-small", "Detector set-up (paper Table 2, plus a small CPU preset).", choices=SETUP_NAMES
     )
-    n_galaxies: int = setting(800, "Galaxies in the synthetic training survey.", cli=False, minimum=10)
+    n_galaxies: int = setting(960, "Galaxies in the synthetic training survey.", cli=False, minimum=10)
     seed: int = setting(7, "Seed of the training survey, the split and the optimiser.")
-    epochs: int = setting(8, "Training epochs (the paper used 120, 4.2).", minimum=1)
+    epochs: int = setting(14, "Training epochs (the paper used 120, 4.2).", minimum=1)
     batch_size: int = setting(4, "Images per batch and per GPU.", minimum=1)
     lr: float | None = setting(
         None,
