@@ -109,7 +109,10 @@ def test_hsc_rerun_config_crossmatches_first_then_fetches(tmp_path):
     assert done.returncode != 0 and "set 'crossmatch.galaxies'" in done.stderr + done.stdout
 
 
-@pytest.fixture(scope="module")
+# Session scope: pytest-xdist's loadgroup interleaves the "workflow" group's
+# tests from several modules on one worker, which tore a module fixture down
+# and ran this pipeline twice (2 x 340 s of the suite).
+@pytest.fixture(scope="session")
 def small_run(tmp_path_factory):
     """The default pipeline, shrunk: a real simulate -> train -> catalogue -> evaluation run."""
     tmp = tmp_path_factory.mktemp("run")
