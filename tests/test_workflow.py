@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from filelock import FileLock
 
 from clumpcat.render.selection import GALLERY_SIZE
 
@@ -109,13 +111,7 @@ def test_hsc_rerun_config_crossmatches_first_then_fetches(tmp_path):
     assert done.returncode != 0 and "set 'crossmatch.galaxies'" in done.stderr + done.stdout
 
 
-# Session scope: pytest-xdist's loadgroup interleaves the "workflow" group's
-# tests from several modules on one worker, which tore a module fixture down
-# and ran this pipeline twice (2 x 340 s of the suite).
-@pytest.fixture(scope="session")
-def small_run(tmp_path_factory):
-    """The default pipeline, shrunk: a real simulate -> train -> catalogue -> evaluation run."""
-    tmp = tmp_path_factory.mktemp("run")
+def _run_small_pipeline(tmp: Path) -> None:
     config = {
         "results": str(tmp / "results"),
         "shard_size": 15,
@@ -126,6 +122,31 @@ def small_run(tmp_path_factory):
     (tmp / "small.yaml").write_text(yaml.safe_dump(config))
     done = snakemake("--configfile", str(tmp / "small.yaml"))
     assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-3000:])
+    (tmp / "done").write_text("ok\n")
+
+
+@pytest.fixture(scope="session")
+def small_run(tmp_path_factory, request):
+    """The default pipeline, shrunk: a real simulate -> train -> catalogue -> evaluation run.
+
+    Made once per test session. pytest-xdist's loadgroup sent the tests that
+    use it to both workers, which then ran the pipeline twice side by side
+    (2 x 310-340 s of the suite), so under xdist the run lives in the
+    session's shared base folder and a file lock lets the first worker make
+    it and the other wait for it.
+    """
+    # Not xdist's worker_id fixture: it is missing under `-p no:xdist`.
+    if not hasattr(request.config, "workerinput"):
+        tmp = tmp_path_factory.mktemp("run")
+        _run_small_pipeline(tmp)
+        return tmp / "results"
+    shared = tmp_path_factory.getbasetemp().parent  # this session's folder, above the workers'
+    tmp = shared / "small-run"
+    with FileLock(str(shared / "small-run.lock")):
+        if not (tmp / "done").exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+            _run_small_pipeline(tmp)
     return tmp / "results"
 
 
