@@ -3,7 +3,7 @@
 Every model is a torchvision :class:`~torchvision.models.detection.FasterRCNN`
 composed from explicit parts (a ResNet body under a feature pyramid exposing
 ``out_channels``, an :class:`AnchorGenerator`, an :class:`RPNHead`, a
-:class:`MultiScaleRoIAlign`, a :class:`TwoMLPHead`, a
+:class:`MultiScaleRoIAlign` (on the CPU as :class:`SparseRoIAlign`), a :class:`TwoMLPHead`, a
 :class:`FastRCNNPredictor` and the input transform). Nothing is patched after
 construction except the input transform, which is one of the parts.
 
@@ -93,9 +93,10 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHe
 from torchvision.models.detection.rpn import RPNHead
 from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_boxes
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
-from torchvision.ops import FrozenBatchNorm2d, MultiScaleRoIAlign
+from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
+from clumpcat.detection.roi_align import SparseRoIAlign
 from clumpcat.detection.weights import load_backbone_weights
 
 __all__ = [
@@ -587,7 +588,9 @@ def build_from_config(config: DetectorConfig, *, num_classes: int = 3) -> Faster
         aspect_ratios=(tuple(float(r) for r in config.aspect_ratios),) * n_levels,
     )
     rpn_head = RPNHead(backbone.out_channels, anchors.num_anchors_per_location()[0])
-    roi_pool = MultiScaleRoIAlign(
+    # torchvision's RoIAlign on GPUs; on the CPU the same numbers as one sparse
+    # product, whose backward is 4x faster there (clumpcat.detection.roi_align).
+    roi_pool = SparseRoIAlign(
         featmap_names=[str(i) for i in range(len(config.returned_layers))], output_size=7, sampling_ratio=2
     )
     resolution = roi_pool.output_size[0]
