@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -13,7 +14,7 @@ import torch
 import yaml
 
 from clumpcat.detection.checkpoint import load_detector
-from clumpcat.detection.distributed import _pick_device
+from clumpcat.detection.distributed import _pick_device, cpu_process_count
 from clumpcat.errors import InputError
 from clumpcat.manifests import write_manifest
 from clumpcat.render.labels import truth_boxes
@@ -88,27 +89,44 @@ def test_cli_unknown_device_is_a_usage_error(tmp_path):
     assert "tpu" in done.stderr.splitlines()[-1]
 
 
-@pytest.mark.slow
-def test_two_gloo_processes_train_one_model(tmp_path):
-    """torchrun with two Gloo processes on the CPU: both join, rank 0 alone writes."""
-    galaxies, truth = simulate_survey(seed=4, first=0, count=12, cutout_dir=tmp_path / "cutouts")
+def _two_shard_training_set(tmp_path, count: int = 12) -> tuple[str, str]:
+    """A small rendered training set in two shards, as manifests the way the workflow passes them."""
+    galaxies, truth = simulate_survey(seed=4, first=0, count=count, cutout_dir=tmp_path / "cutouts")
     table, failures = render_shard(
         galaxies["objid"].tolist(), tmp_path / "cutouts", tmp_path / "rgb", "synthetic"
     )
     assert not failures
-    # Two shards, handed over in manifests as the workflow does.
-    for k, half in enumerate((table.iloc[:6], table.iloc[6:])):
-        half.to_parquet(tmp_path / f"render-{k}.parquet")
-        truth_boxes(truth, geometries(half), detectable_only=True).to_parquet(
+    half = count // 2
+    for k, part in enumerate((table.iloc[:half], table.iloc[half:])):
+        part.to_parquet(tmp_path / f"render-{k}.parquet")
+        truth_boxes(truth, geometries(part), detectable_only=True).to_parquet(
             tmp_path / f"labels-{k}.parquet"
         )
     write_manifest(tmp_path / "render.txt", [tmp_path / f"render-{k}.parquet" for k in (0, 1)])
     write_manifest(tmp_path / "labels.txt", [tmp_path / f"labels-{k}.parquet" for k in (0, 1)])
+    return f"@{tmp_path / 'render.txt'}", f"@{tmp_path / 'labels.txt'}"
+
+
+def _check_one_model_from_rank_0(out) -> None:
+    """Rank 0 alone validates and writes: one epoch row, one model, no stray temporaries."""
+    assert pd.read_csv(out / "metrics.csv")["epoch"].tolist() == [0]
+    assert sorted(p.name for p in out.iterdir() if p.suffix == ".pt") == ["checkpoint.pt", "model.pt"]
+    model, meta = load_detector(out / "model.pt", device=torch.device("cpu"))
+    assert meta["epoch"] == 0
+    state = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)
+    # DDP keeps the replicas equal; what rank 0 saved is the plain model (no 'module.' prefix).
+    assert not any(key.startswith("module.") for key in state["model"])
+    assert all(torch.isfinite(v).all() for v in model.state_dict().values() if v.is_floating_point())
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_train_one_model(tmp_path):
+    """torchrun with two Gloo processes on the CPU: both join, rank 0 alone writes."""
+    render, labels = _two_shard_training_set(tmp_path)
     out = tmp_path / "model"
     done = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-        + ["-m", "clumpcat", "train", "--render", f"@{tmp_path / 'render.txt'}"]
-        + ["--labels", f"@{tmp_path / 'labels.txt'}", "--out-dir", str(out)]
+        + ["-m", "clumpcat", "train", "--render", render, "--labels", labels, "--out-dir", str(out)]
         + ["--epochs", "1", "--batch-size", "2", "--device", "cpu", "--threads", "1"],
         env={**os.environ, "OMP_NUM_THREADS": "1"},
         capture_output=True,
@@ -119,15 +137,84 @@ def test_two_gloo_processes_train_one_model(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     joined = sorted(re.findall(r"process (\d) of (\d) on cpu \(gloo\)", done.stderr))
     assert joined == [("0", "2"), ("1", "2")], done.stderr[-3000:]
-    # Rank 0 alone validates and writes: one epoch row, one model, no stray temporaries.
-    assert pd.read_csv(out / "metrics.csv")["epoch"].tolist() == [0]
-    assert sorted(p.name for p in out.iterdir() if p.suffix == ".pt") == ["checkpoint.pt", "model.pt"]
-    model, meta = load_detector(out / "model.pt", device=torch.device("cpu"))
-    assert meta["epoch"] == 0
-    state = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)
-    # DDP keeps the replicas equal; what rank 0 saved is the plain model (no 'module.' prefix).
-    assert not any(key.startswith("module.") for key in state["model"])
-    assert all(torch.isfinite(v).all() for v in model.state_dict().values() if v.is_floating_point())
+    _check_one_model_from_rank_0(out)
+
+
+@pytest.mark.parametrize(
+    ("batch", "threads", "requested", "expected"),
+    [
+        (4, 2, None, 2),
+        (4, 1, None, 1),
+        (4, 16, None, 2),
+        (8, 8, None, 4),
+        (6, 8, None, 3),
+        (3, 4, None, 1),
+        (4, 2, 1, 1),
+        (4, 1, 4, 4),
+    ],
+)
+def test_cpu_process_count(batch, threads, requested, expected):
+    """At least 2 images and one thread per process, an even share of the batch; a request is kept."""
+    assert cpu_process_count(batch, threads, requested) == expected
+
+
+def test_cpu_process_count_must_divide_the_batch():
+    with pytest.raises(
+        InputError, match=r"cpu_processes=3 must be a positive divisor of training.batch_size=4"
+    ):
+        cpu_process_count(4, 2, 3)
+
+
+@pytest.mark.slow
+def test_cpu_training_spawns_its_own_processes(tmp_path):
+    """On a CPU, `clumpcat train --threads 2` trains as two single-threaded DDP processes.
+
+    The batch of 4 is split 2 + 2; the log says so once (rank 0), both join,
+    and the model is written once, as under torchrun.
+    """
+    render, labels = _two_shard_training_set(tmp_path)
+    out = tmp_path / "model"
+    log_file = tmp_path / "train.log"
+    done = subprocess.run(
+        [sys.executable, "-m", "clumpcat", "train", "--render", render, "--labels", labels]
+        + ["--out-dir", str(out), "--epochs", "1", "--batch-size", "4", "--device", "cpu"]
+        + ["--threads", "2", "--log", str(log_file)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    logged = log_file.read_text()
+    assert logged.count("training as 2 data-parallel CPU processes of 2 images and 1 thread(s) each") == 1
+    # Rank 1 logs warnings only, so only rank 0's joining is in the log.
+    assert "process 0 of 2 on cpu (gloo)" in logged and "epoch 0:" in logged, logged[-2000:]
+    _check_one_model_from_rank_0(out)
+    # Every validation crop was scored, half of them by each process.
+    split = json.loads((out / "split.json").read_text())
+    row = pd.read_csv(out / "metrics.csv").iloc[0]
+    assert row["val_ap"] >= 0 and len(split["val"]) >= 2
+
+
+def test_cpu_process_failure_is_one_line(tmp_path):
+    """A process's own error reaches the user as one line, not a traceback of the spawner."""
+    render, labels = _two_shard_training_set(tmp_path, count=6)
+    for k in (0, 1):  # tables without the PSF FWHM column fail in the processes, after the spawn
+        table = pd.read_parquet(tmp_path / f"render-{k}.parquet")
+        table.drop(columns="fwhm_r_render_px").to_parquet(tmp_path / f"render-{k}.parquet")
+    done = subprocess.run(
+        [sys.executable, "-m", "clumpcat", "train", "--render", render, "--labels", labels]
+        + ["--out-dir", str(tmp_path / "model"), "--batch-size", "4", "--device", "cpu"]
+        + ["--threads", "2", "--cpu-processes", "2"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert "training process failed: render tables lack fwhm_r_render_px" in last, done.stderr[-3000:]
 
 
 def test_workflow_trains_with_torchrun_when_gpus_above_one(tmp_path):

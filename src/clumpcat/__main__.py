@@ -4,4 +4,7 @@ import sys
 
 from clumpcat.cli import main
 
-sys.exit(main())
+# Guarded: CPU training starts its data-parallel processes by spawning, which
+# imports this module again in each of them.
+if __name__ == "__main__":
+    sys.exit(main())

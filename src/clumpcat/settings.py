@@ -421,6 +421,14 @@ class TrainingSettings(Settings):
     gpus: int = setting(
         1, "GPUs asked for on a cluster; more than one trains with DDP under torchrun.", cli=False, minimum=0
     )
+    cpu_processes: int | None = setting(
+        None,
+        "Data-parallel processes when training on a CPU (DDP over Gloo, one machine): the batch is "
+        "split between them and the job's threads shared out, so the model sees the same batches; "
+        "null: as many as the threads allow with at least 2 images each (2 for a batch of 4 on 2 or "
+        "more threads). Two single-threaded processes train 1.2x faster than one with 2 threads.",
+        minimum=1,
+    )
 
 
 @dataclass(frozen=True)

@@ -1,22 +1,39 @@
-"""Distributed data-parallel set-up for ``torchrun`` (paper 4.2 trained with DDP).
+"""Distributed data-parallel set-up (paper 4.2 trained with DDP).
 
-``torchrun --nproc_per_node=N -m clumpcat train ...`` sets ``RANK``,
-``LOCAL_RANK`` and ``WORLD_SIZE``; without them everything here is a no-op
-and training runs in one process.
+On GPUs, ``torchrun --nproc_per_node=N -m clumpcat train ...`` sets ``RANK``,
+``LOCAL_RANK`` and ``WORLD_SIZE``. On a CPU, :func:`run_cpu_processes` spawns
+the processes itself and sets the same variables, because the two threads of
+a laptop-sized job train faster as two single-threaded replicas than as one
+process (torchvision's detection heads run partly single-threaded). Without
+them everything here is a no-op and training runs in one process.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
+import socket
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
+import torch.multiprocessing as mp
 
-from clumpcat.errors import InputError
+from clumpcat.errors import ClumpcatError, InputError
 
-__all__ = ["DistributedContext", "init_distributed", "barrier", "shutdown"]
+__all__ = [
+    "DistributedContext",
+    "init_distributed",
+    "barrier",
+    "gather_to_main",
+    "shutdown",
+    "cpu_process_count",
+    "run_cpu_processes",
+    "under_launcher",
+]
 
 log = logging.getLogger(__name__)
 
@@ -103,3 +120,110 @@ def shutdown(ctx: DistributedContext) -> None:
     """Leave the process group."""
     if ctx.enabled and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def gather_to_main(obj: Any, ctx: DistributedContext) -> list[Any] | None:
+    """Every process's ``obj``, as a list on the main process (None elsewhere)."""
+    if not ctx.enabled:
+        return [obj]
+    out: list[Any] | None = [None] * ctx.world_size if ctx.is_main else None
+    dist.gather_object(obj, out, dst=0)
+    return out
+
+
+def under_launcher() -> bool:
+    """True inside a process started by torchrun or :func:`run_cpu_processes`."""
+    return "WORLD_SIZE" in os.environ
+
+
+def cpu_process_count(batch_size: int, threads: int | None, requested: int | None = None) -> int:
+    """How many data-parallel processes train on a CPU.
+
+    Parameters
+    ----------
+    batch_size : int
+        Images per optimiser step, split evenly between the processes.
+    threads : int, optional
+        CPU threads of the job (default: torch's count).
+    requested : int, optional
+        ``training.cpu_processes``; None chooses the largest divisor of the
+        batch that leaves each process at least 2 images (batch norm) and
+        at least one thread.
+
+    Raises
+    ------
+    InputError
+        For a requested count that does not divide the batch.
+    """
+    if requested is not None:
+        if requested < 1 or batch_size % requested:
+            raise InputError(
+                f"training.cpu_processes={requested} must be a positive divisor of training.batch_size="
+                f"{batch_size} (each process takes an equal part of the batch)"
+            )
+        return requested
+    available = threads or torch.get_num_threads()
+    fitting = [p for p in range(1, min(available, batch_size // 2) + 1) if batch_size % p == 0]
+    return max(fitting, default=1)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _join_and_run(
+    rank: int, world: int, port: int, log_file: str | None, level: int, target: Callable, kwargs: dict
+) -> None:
+    """Body of one spawned process: join the group's environment, set up logging, run."""
+    from clumpcat.logs import setup_logging
+
+    os.environ.update(
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(world),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
+    # The replicas' messages would repeat rank 0's: they log warnings only.
+    setup_logging(log_file, verbose=level <= logging.DEBUG)
+    if rank:
+        logging.getLogger("clumpcat").setLevel(logging.WARNING)
+    target(**kwargs)
+
+
+def run_cpu_processes(target: Callable[..., Any], processes: int, kwargs: dict[str, Any]) -> None:
+    """Run ``target(**kwargs)`` in ``processes`` spawned processes forming one Gloo group.
+
+    Each process sees ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``
+    and ``MASTER_PORT`` as under torchrun, so :func:`init_distributed` joins
+    them. The log records go where this process's go (stderr and its
+    ``--log`` file).
+
+    Raises
+    ------
+    ClumpcatError
+        With the failing process's own message when one fails.
+    """
+    root = logging.getLogger("clumpcat")
+    log_file = next((h.baseFilename for h in root.handlers if isinstance(h, logging.FileHandler)), None)
+    port = _free_port()
+    try:
+        mp.start_processes(
+            _join_and_run,
+            args=(processes, port, log_file, root.getEffectiveLevel(), target, kwargs),
+            nprocs=processes,
+            start_method="spawn",
+        )
+    except mp.ProcessRaisedException as exc:
+        last = [line for line in str(exc).splitlines() if line.strip()][-1]
+        # The traceback's last line, "clumpcat.errors.InputError: what went wrong".
+        named = re.match(r"^[\w.]+: (.+)$", last)
+        message = named.group(1) if named else last
+        raise ClumpcatError(f"training process failed: {message}") from None
+    except mp.ProcessExitedException as exc:
+        raise ClumpcatError(
+            f"training process {exc.error_index} of {processes} died (exit code {exc.exit_code}); "
+            "out of memory? set training.cpu_processes: 1 to train in one process"
+        ) from None

@@ -4,7 +4,9 @@ Rendered 400-px images are cropped to their central 200 px and flipped at
 random; Adam with a linear warm-up over the first epoch; validation after
 every epoch with COCO AP/AR and post-processed F1; the epoch with the best F1
 is kept (Section 4.4.1). A checkpoint after every epoch lets a killed run
-resume where it stopped. Under ``torchrun`` the model trains with DDP.
+resume where it stopped. Under ``torchrun`` the model trains with DDP; on a
+CPU the job's threads train as DDP processes of their own
+(``training.cpu_processes``), each with its part of every batch.
 
 Outputs in ``--out-dir``: ``model.pt`` (best epoch, :func:`clumpcat.detection.checkpoint.save_detector`
 format), ``checkpoint.pt`` (last epoch, for resuming), ``metrics.csv`` (one
@@ -26,7 +28,17 @@ import torch
 
 from clumpcat import __version__
 from clumpcat.detection.data import CropDataset, collate, load_training_table, stratified_split, subset_images
-from clumpcat.detection.distributed import DistributedContext, barrier, init_distributed, shutdown
+from clumpcat.detection.distributed import (
+    DistributedContext,
+    _pick_device,
+    barrier,
+    cpu_process_count,
+    gather_to_main,
+    init_distributed,
+    run_cpu_processes,
+    shutdown,
+    under_launcher,
+)
 from clumpcat.detection.engine import predict, train_one_epoch, validate
 from clumpcat.detection.model import SETUPS, build_detector
 from clumpcat.errors import InputError
@@ -131,10 +143,11 @@ def _atomic_save(obj, path: Path) -> None:
 
 
 def _loader(dataset, batch_size, *, shuffle, seed, epoch, ctx: DistributedContext, num_workers):
+    """Batches of ``dataset``; under DDP each process gets its share (shuffled or in order)."""
     sampler = None
-    if ctx.enabled and shuffle:
+    if ctx.enabled:
         sampler = torch.utils.data.DistributedSampler(
-            dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=seed
+            dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=shuffle, seed=seed
         )
         sampler.set_epoch(epoch)
     generator = torch.Generator().manual_seed(seed * 1000 + epoch)
@@ -173,6 +186,7 @@ def train_detector(
     schedule: str | None = TrainingSettings.schedule,
     jitter: int = TrainingSettings.jitter,
     overrides: dict | None = None,
+    cpu_processes: int | None = TrainingSettings.cpu_processes,
 ) -> dict:
     """Train a detector and keep the epoch with the best validation F1.
 
@@ -199,7 +213,11 @@ def train_detector(
     num_workers : int
         DataLoader worker processes.
     threads : int, optional
-        CPU threads for torch.
+        CPU threads for torch (shared out between ``cpu_processes``).
+    cpu_processes : int, optional
+        Data-parallel processes on a CPU; ``batch_size`` is split between
+        them (:func:`clumpcat.detection.distributed.cpu_process_count`; None
+        chooses). Ignored on GPUs and under torchrun.
     resume : bool
         Continue from ``checkpoint.pt`` when present.
     amp : bool
@@ -225,12 +243,26 @@ def train_detector(
     dict
         Metrics of the best epoch on the validation set and on the test set.
     """
+    arguments = dict(locals())  # first statement: exactly this call's arguments
     if setup not in SETUPS:
         raise InputError(f"setup must be one of {', '.join(SETUPS)}, got {setup!r}")
     lr = DEFAULT_LR.get(setup, PAPER_LR) if lr is None else lr
     schedule = DEFAULT_SCHEDULE.get(setup, "constant") if schedule is None else schedule
     if schedule not in SCHEDULES:
         raise InputError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
+    if not under_launcher() and _pick_device(device, 0).type == "cpu":
+        processes = cpu_process_count(batch_size, threads, cpu_processes)
+        if processes > 1:
+            per_thread = max(1, (threads or torch.get_num_threads()) // processes)
+            log.info(
+                "training as %d data-parallel CPU processes of %d images and %d thread(s) each",
+                processes,
+                batch_size // processes,
+                per_thread,
+            )
+            replica = {**arguments, "batch_size": batch_size // processes, "threads": per_thread}
+            run_cpu_processes(train_detector, processes, {**replica, "cpu_processes": 1})
+            return json.loads((Path(out_dir) / "test_metrics.json").read_text())
     ctx = init_distributed(device)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -308,11 +340,13 @@ def train_detector(
             train_set, batch_size, shuffle=True, seed=seed, epoch=epoch, ctx=ctx, num_workers=num_workers
         )
         losses = train_one_epoch(net, optimizer, scheduler, loader, ctx.device, epoch=epoch, amp=amp)
+        # Every process predicts its share of the validation crops; the main one scores them.
+        val_loader = _loader(
+            val_set, batch_size, shuffle=False, seed=seed, epoch=epoch, ctx=ctx, num_workers=num_workers
+        )
+        shares = gather_to_main(predict(model, val_loader, ctx.device, amp=amp), ctx)
         if ctx.is_main:
-            val_loader = _loader(
-                val_set, batch_size, shuffle=False, seed=seed, epoch=epoch, ctx=ctx, num_workers=num_workers
-            )
-            metrics = validate(predict(model, val_loader, ctx.device, amp=amp), fwhm)
+            metrics = validate(_merge_predictions(shares), fwhm)
             row = {
                 "epoch": epoch,
                 **{f"train_{k}": v for k, v in losses.items()},
@@ -372,6 +406,15 @@ def train_detector(
     barrier(ctx)
     shutdown(ctx)
     return result
+
+
+def _merge_predictions(shares: list[dict]) -> dict:
+    """One :func:`predict` result from the processes' shares (a crop padded in twice is one)."""
+    merged: dict = {"_targets": {}}
+    for share in shares:
+        merged["_targets"].update(share["_targets"])
+        merged.update({k: v for k, v in share.items() if k != "_targets"})
+    return merged
 
 
 def _save_model(path: Path, model, config, epoch: int, metrics: dict) -> None:
