@@ -338,7 +338,13 @@ class RunSettings(Settings):
     truth: str | None = setting(
         None, "Truth table (injected sources or labels in the cutout frame) for evaluation.", cli=False
     )
-    shard_size: int = setting(100, "Galaxies per job.", cli=False, minimum=1)
+    shard_size: int = setting(
+        250,
+        "Galaxies per job (DESIGN.md: a few hundred to a few thousand). Every job pays a few "
+        "CPU-seconds to start Python and its libraries, so small shards cost time on a laptop.",
+        cli=False,
+        minimum=1,
+    )
 
 
 @dataclass(frozen=True)
