@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import numpy as np
 from astropy.stats import gaussian_fwhm_to_sigma
-from photutils.aperture import CircularAperture
 from scipy import ndimage
 from scipy.optimize import brentq
 
@@ -222,6 +221,10 @@ def encircled_energy(
     float
         Encircled energy in ``[0, 1]``.
     """
+    # Imported here: photutils takes ~0.7 s to import (it scans every installed
+    # distribution), and most stages that read cutouts never call this.
+    from photutils.aperture import CircularAperture
+
     ny, nx = psf.shape
     centre = ((nx - 1) / 2.0 + offset[0], (ny - 1) / 2.0 + offset[1])
     weights = CircularAperture(centre, r=float(radius_px)).to_mask(method="exact").to_image((ny, nx))
