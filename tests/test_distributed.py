@@ -14,8 +14,8 @@ import torch
 import yaml
 
 from clumpcat.detection.checkpoint import load_detector
-from clumpcat.detection.distributed import _pick_device, cpu_process_count
-from clumpcat.errors import InputError
+from clumpcat.detection.distributed import _child_error, _pick_device, cpu_process_count
+from clumpcat.errors import ClumpcatError, InputError, NetworkError
 from clumpcat.manifests import write_manifest
 from clumpcat.render.labels import truth_boxes
 from clumpcat.render.rgb import geometries, render_shard
@@ -194,6 +194,24 @@ def test_cpu_training_spawns_its_own_processes(tmp_path):
     split = json.loads((out / "split.json").read_text())
     row = pd.read_csv(out / "metrics.csv").iloc[0]
     assert row["val_ap"] >= 0 and len(split["val"]) >= 2
+
+
+@pytest.mark.parametrize(
+    ("last_line", "kind", "message"),
+    [
+        ("clumpcat.errors.InputError: unknown detector config keys ['x']", InputError, "unknown detector"),
+        ("clumpcat.errors.NetworkError: 127.0.0.1 refused", NetworkError, "127.0.0.1 refused"),
+        ("RuntimeError: Gloo connectFullMesh failed", ClumpcatError, "Gloo connectFullMesh failed"),
+        ("elsewhere.InputError: not ours", ClumpcatError, "not ours"),
+        ("Killed", ClumpcatError, "Killed"),
+    ],
+)
+def test_child_error_keeps_clumpcat_error_classes(last_line, kind, message):
+    """A spawned process's InputError is an InputError to the caller, with its message."""
+    text = f"\n\n-- Process 1 terminated with the following error:\nTraceback (most recent call last):\n  ...\n{last_line}\n"
+    error = _child_error(text)
+    assert type(error) is kind
+    assert str(error).startswith("training process failed: ") and message in str(error)
 
 
 def test_cpu_process_failure_is_one_line(tmp_path):

@@ -238,7 +238,7 @@ def test_detect_with_workers_gives_the_same_detections(survey, trained, tmp_path
                 device="cpu",
                 batch_size=4,
                 num_workers=workers,
-                score_floor=0.05,
+                score_floor=0.0,
             )  # fmt: skip
         )
     assert len(tables[0]) > 0

@@ -199,12 +199,12 @@ def test_default_pipeline_makes_the_release(small_run):
 
 def test_render_png_follows_the_config(tmp_path):
     def png_options(*args):
-        done = snakemake("-n", "-p", "--config", f"results={tmp_path / 'out'}", *args)
+        done = snakemake("-n", "-p", "--config", f"results={tmp_path / 'out'}", "shard_size=100", *args)
         assert done.returncode == 0, done.stderr[-2000:]
         found = re.findall(r"clumpcat render .*?--rgb-dir \S+/(\w+)/rgb (--png \S+)", done.stdout)
         return {(sample, option) for sample, option in found}
 
-    # Defaults: 240 survey galaxies in shards of 100, the gallery's 12 in shard 0.
+    # 240 survey galaxies in shards of 100: the gallery's 12 in shard 0, no PNGs in the others.
     assert png_options() == {
         ("training", "--png all"),
         ("survey", f"--png first:{GALLERY_SIZE}"),

@@ -22,6 +22,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from clumpcat import errors
 from clumpcat.errors import ClumpcatError, InputError
 
 __all__ = [
@@ -193,6 +194,25 @@ def _join_and_run(
     target(**kwargs)
 
 
+def _child_error(traceback_text: str) -> ClumpcatError:
+    """The error to raise for a spawned process's traceback.
+
+    Its last line reads ``clumpcat.errors.InputError: what went wrong``; a
+    clumpcat error keeps its class (an InputError stays one for the CLI and
+    for callers that catch it), anything else becomes a ClumpcatError.
+    """
+    last = [line for line in traceback_text.splitlines() if line.strip()][-1]
+    named = re.match(r"^([\w.]+): (.+)$", last)
+    if not named:
+        return ClumpcatError(f"training process failed: {last}")
+    qualified, message = named.groups()
+    module, _, name = qualified.rpartition(".")
+    kind = getattr(errors, name, None) if module == errors.__name__ else None
+    if isinstance(kind, type) and issubclass(kind, ClumpcatError) and kind is not errors.CutoutError:
+        return kind(f"training process failed: {message}")
+    return ClumpcatError(f"training process failed: {message}")
+
+
 def run_cpu_processes(target: Callable[..., Any], processes: int, kwargs: dict[str, Any]) -> None:
     """Run ``target(**kwargs)`` in ``processes`` spawned processes forming one Gloo group.
 
@@ -204,7 +224,8 @@ def run_cpu_processes(target: Callable[..., Any], processes: int, kwargs: dict[s
     Raises
     ------
     ClumpcatError
-        With the failing process's own message when one fails.
+        With the failing process's own message when one fails; a clumpcat
+        error raised there keeps its class (InputError stays InputError).
     """
     root = logging.getLogger("clumpcat")
     log_file = next((h.baseFilename for h in root.handlers if isinstance(h, logging.FileHandler)), None)
@@ -217,11 +238,7 @@ def run_cpu_processes(target: Callable[..., Any], processes: int, kwargs: dict[s
             start_method="spawn",
         )
     except mp.ProcessRaisedException as exc:
-        last = [line for line in str(exc).splitlines() if line.strip()][-1]
-        # The traceback's last line, "clumpcat.errors.InputError: what went wrong".
-        named = re.match(r"^[\w.]+: (.+)$", last)
-        message = named.group(1) if named else last
-        raise ClumpcatError(f"training process failed: {message}") from None
+        raise _child_error(str(exc)) from None
     except mp.ProcessExitedException as exc:
         raise ClumpcatError(
             f"training process {exc.error_index} of {processes} died (exit code {exc.exit_code}); "

@@ -40,7 +40,7 @@ from clumpcat.detection.distributed import (
     under_launcher,
 )
 from clumpcat.detection.engine import predict, train_one_epoch, validate
-from clumpcat.detection.model import SETUPS, build_detector
+from clumpcat.detection.model import SETUPS, build_detector, preset_config
 from clumpcat.errors import InputError
 from clumpcat.manifests import ManifestPaths, manifest_help
 from clumpcat.render.labels import read_clump_scout_labels
@@ -96,6 +96,21 @@ def _backbone_state(setup: str, path: str | None) -> tuple[dict | None, dict]:
     if setup == "zoobot-clumps":
         return load_zoobot_clumps_encoder(path)
     return load_zoobot_encoder(path), {}
+
+
+def _check_setup(setup: str, backbone_weights: str | None, overrides: dict | None) -> None:
+    """Fail on a set-up that cannot be built, in the calling process (cheap checks only)."""
+    if setup in PRETRAINED:
+        if backbone_weights is None:
+            _backbone_state(setup, None)  # raises its InputError
+        if not Path(backbone_weights).is_file():
+            raise InputError(
+                f"weights file {backbone_weights} (config key weights.{PRETRAINED[setup]}) does not exist"
+            )
+    try:
+        preset_config(setup, **(overrides or {}))
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"detector set-up '{setup}': {exc}") from exc
 
 
 def _label_tables(paths: Sequence[str], out_dir: Path) -> list[str]:
@@ -250,6 +265,7 @@ def train_detector(
     schedule = DEFAULT_SCHEDULE.get(setup, "constant") if schedule is None else schedule
     if schedule not in SCHEDULES:
         raise InputError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
+    _check_setup(setup, backbone_weights, overrides)  # before any process is spawned
     if not under_launcher() and _pick_device(device, 0).type == "cpu":
         processes = cpu_process_count(batch_size, threads, cpu_processes)
         if processes > 1:
