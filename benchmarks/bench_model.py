@@ -11,6 +11,7 @@ Usage::
 
     python benchmarks/bench_model.py                      # cpu-small candidates
     python benchmarks/bench_model.py --setups cpu-small imagenet-finetuned paper --repeats 2
+    python benchmarks/bench_model.py --setups cpu-small --roi-pool both   # sparse vs torchvision RoIAlign
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import argparse
 import time
 
 import torch
+from torchvision.ops import MultiScaleRoIAlign
 
 from clumpcat.detection.model import build_detector
 
@@ -57,11 +59,18 @@ def measure(
     repeats: int,
     device: str = "cpu",
     amp: bool = False,
+    roi_pool: str = "sparse",
 ) -> dict:
-    """Time training steps and inference passes of one configuration."""
+    """Time training steps and inference passes of one configuration.
+
+    ``roi_pool="torchvision"`` swaps the detector's :class:`SparseRoIAlign`
+    back to torchvision's module (same numbers, torchvision's kernels).
+    """
     gen = torch.Generator().manual_seed(0)
     dev = torch.device(device)
     model = build_detector(setup, **overrides).to(dev)
+    if roi_pool == "torchvision":
+        model.roi_heads.box_roi_pool.__class__ = MultiScaleRoIAlign
     params = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
@@ -113,29 +122,38 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--amp", action="store_true", help="bfloat16 autocast")
+    parser.add_argument(
+        "--roi-pool",
+        choices=("sparse", "torchvision", "both"),
+        default="sparse",
+        help="RoIAlign of the box head: clumpcat's sparse product (default), torchvision's, or both",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     where = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"cpu, threads={args.threads}"
     print(f"{where} batch={args.batch} crop={args.size}x{args.size} amp={args.amp} best of {args.repeats}")
-    print("| setup | params (M) | trainable (M) | train img/s | infer img/s |")
-    print("|---|---:|---:|---:|---:|")
+    print("| setup | RoIAlign | params (M) | trainable (M) | train img/s | infer img/s |")
+    print("|---|---|---:|---:|---:|---:|")
+    pools = ("sparse", "torchvision") if args.roi_pool == "both" else (args.roi_pool,)
     for name in args.setups:
         setup, overrides = CANDIDATES.get(name, (name, {}))
-        r = measure(
-            setup,
-            overrides,
-            batch=args.batch,
-            size=args.size,
-            repeats=args.repeats,
-            device=args.device,
-            amp=args.amp,
-        )
-        print(
-            f"| {name} | {r['params'] / 1e6:.2f} | {r['trainable'] / 1e6:.2f} | "
-            f"{r['train']:.2f} | {r['infer']:.2f} |",
-            flush=True,
-        )
+        for pool in pools:
+            r = measure(
+                setup,
+                overrides,
+                batch=args.batch,
+                size=args.size,
+                repeats=args.repeats,
+                device=args.device,
+                amp=args.amp,
+                roi_pool=pool,
+            )
+            print(
+                f"| {name} | {pool} | {r['params'] / 1e6:.2f} | {r['trainable'] / 1e6:.2f} | "
+                f"{r['train']:.2f} | {r['infer']:.2f} |",
+                flush=True,
+            )
     return 0
 
 
