@@ -90,17 +90,18 @@ def run(argv: list[str]) -> None:
         raise SystemExit(f"clumpcat {' '.join(argv)} exited with {code}")
 
 
-def stage_commands(shard: Path, cutouts: Path, model: Path, path: str) -> dict[str, list[str]]:
-    """The rules' command lines for one shard (workflow/rules/*.smk, default config)."""
+def stage_commands(shard: Path, cutouts: Path, model: Path, path: str, cores: int) -> dict[str, list[str]]:
+    """The rules' command lines for one shard (workflow/rules/*.smk, default config) on ``cores`` cores."""
     s = str(shard)
     source = f"{s}/status-source.parquet"
     upstream = f"{s}/status-render.parquet" if path == "png" else source
     commands = {
         "segment": ["segment", "--galaxies", f"{s}/galaxies.parquet", "--cutouts", str(cutouts),
-                    "--status-in", upstream, "--out", f"{s}/segments.npz", "--host-nsigma", "0.25"],
+                    "--status-in", upstream, "--out", f"{s}/segments.npz", "--host-nsigma", "0.25",
+                    "--workers", str(cores)],
         "detect": ["detect", "--model", str(model), "--cutouts", str(cutouts), "--survey", "synthetic",
                    "--status-in", upstream, "--status-out", f"{s}/status-detect.parquet",
-                   "--out", f"{s}/detections.parquet", "--threads", "2"]
+                   "--out", f"{s}/detections.parquet", "--threads", str(cores)]
         + (["--render", f"{s}/render.parquet"] if path == "png" else ["--galaxies", f"{s}/galaxies.parquet"]),
         "postprocess": ["postprocess", "--galaxies", f"{s}/galaxies.parquet",
                         "--detections", f"{s}/detections.parquet", "--cutouts", str(cutouts),
@@ -111,7 +112,8 @@ def stage_commands(shard: Path, cutouts: Path, model: Path, path: str) -> dict[s
                        "--cutouts", str(cutouts), "--status-in", f"{s}/status-postprocess.parquet",
                        "--segments", f"{s}/segments.npz", "--status-out", f"{s}/status-photometry.parquet",
                        "--out", f"{s}/photometry.parquet", "--bands", "u", "g", "r", "i", "z",
-                       "--aperture-correction", "moffat", "--background", "quadratic", "--ebv-source", "table"],
+                       "--aperture-correction", "moffat", "--background", "auto", "--ebv-source", "table",
+                       "--workers", str(cores)],
     }  # fmt: skip
     if path == "png":
         commands["render"] = ["render", "--galaxies", f"{s}/galaxies.parquet", "--cutouts", str(cutouts),
@@ -129,12 +131,14 @@ def timed(argv: list[str], profile: cProfile.Profile | None) -> float:
     return time.perf_counter() - start
 
 
-def one_run(root: Path, shards, model: Path, path: str, profile_dir: Path | None) -> dict[str, float]:
+def one_run(
+    root: Path, shards, model: Path, path: str, profile_dir: Path | None, cores: int
+) -> dict[str, float]:
     """Seconds per stage for every shard, stages in the workflow's order."""
     seconds = dict.fromkeys(STAGES, 0.0)
     profiles = {stage: cProfile.Profile() for stage in STAGES} if profile_dir else {}
     for shard in shards:
-        commands = stage_commands(shard, root / "cutouts", model, path)
+        commands = stage_commands(shard, root / "cutouts", model, path, cores)
         for stage in STAGES[:-1]:
             if stage in commands:
                 seconds[stage] += timed(commands[stage], profiles.get(stage))
@@ -171,7 +175,12 @@ def main() -> None:
     parser.add_argument("--model", help="trained detector (default: train a tiny cpu-small one here)")
     parser.add_argument("--path", choices=("cutouts", "png", "both"), default="both")
     parser.add_argument("--repeats", type=int, default=3, help="runs per path; the table shows medians")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (the rule's threads)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=2,
+        help="cores of each job: torch threads of detect, processes of segment and photometry",
+    )
     parser.add_argument("--profile", type=Path, help="folder for cProfile output of each stage (last run)")
     parser.add_argument("--top", type=int, default=12, help="functions shown per profile")
     parser.add_argument("--work", type=Path, help="working folder (default: a temporary one)")
@@ -191,7 +200,9 @@ def main() -> None:
             runs = []
             for r in range(args.repeats):
                 last = r == args.repeats - 1
-                runs.append(one_run(survey, shards, model, path, args.profile if last else None))
+                runs.append(
+                    one_run(survey, shards, model, path, args.profile if last else None, args.threads)
+                )
             results[path] = {stage: statistics.median(run[stage] for run in runs) for stage in STAGES}
             rows = pd.read_parquet(survey / f"release-{path}" / "clumps.parquet")
             results[path]["_rows"] = len(rows)

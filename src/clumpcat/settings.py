@@ -345,6 +345,14 @@ class RunSettings(Settings):
         cli=False,
         minimum=1,
     )
+    shard_threads: int = setting(
+        2,
+        "Cores of a per-galaxy shard job (segment, photometry): its galaxies are measured in as many "
+        "processes, so a survey of one shard still uses two cores. Snakemake gives a job at most "
+        "--cores; on a cluster it is the CPUs each such job asks for.",
+        cli=False,
+        minimum=1,
+    )
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,8 @@ rule photometry:
         f"{RESULTS}/logs/photometry/{{sample}}-{{shard}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/photometry/{{sample}}-{{shard}}.tsv"
+    # The shard's galaxies are measured in this many processes (shard_threads).
+    threads: config["shard_threads"]
     resources:
         mem_mb=2000,
         runtime=30,
@@ -36,4 +38,4 @@ rule photometry:
         "--cutouts {params.cutouts} --status-in {input.status} --segments {input.segments} "
         "--status-out {output.status} --out {output.photometry} --bands {params.bands} --survey {params.survey} "
         "--aperture-correction {params.correction} --background {params.background} {params.width_err} "
-        "{params.recentre} {params.ebv} 2> {log}"
+        "{params.recentre} {params.ebv} --workers {threads} 2> {log}"

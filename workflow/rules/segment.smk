@@ -15,6 +15,8 @@ rule segment:
         f"{RESULTS}/logs/segment/{{sample}}-{{shard}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/segment/{{sample}}-{{shard}}.tsv"
+    # The shard's galaxies are measured in this many processes (shard_threads).
+    threads: config["shard_threads"]
     resources:
         mem_mb=2000,
         runtime=30,
@@ -22,4 +24,4 @@ rule segment:
         ENV
     shell:
         "clumpcat segment --galaxies {input.galaxies} --cutouts {params.cutouts} "
-        "--status-in {input.status} --out {output.segments} --host-nsigma {params.nsigma} 2> {log}"
+        "--status-in {input.status} --out {output.segments} --host-nsigma {params.nsigma} --workers {threads} 2> {log}"

@@ -90,7 +90,7 @@ from clumpcat.constants import (
 )
 from clumpcat.errors import ClumpcatError, CutoutError, InputError
 from clumpcat.ledger import LedgerEntry, pending, read_status, write_status
-from clumpcat.logs import progress
+from clumpcat.parallel import add_workers_option, ordered_map
 from clumpcat.paths import objid_path
 from clumpcat.photometry.aperture_correction import (
     MOFFAT_BETA,
@@ -1500,6 +1500,36 @@ def _empty_output(bands: Sequence[str]) -> pd.DataFrame:
     return frame
 
 
+@dataclass(frozen=True)
+class _PhotometryJob:
+    """What every galaxy of a shard's photometry shares."""
+
+    cutout_dir: str
+    groups: dict[str, pd.DataFrame]
+    bands: tuple[str, ...]
+    settings: PhotometrySettings
+    host_mask_fn: Callable | None
+    segments: SegmentSet | None
+
+
+def _measure_one(job: _PhotometryJob, objid: str) -> tuple[pd.DataFrame | None, LedgerEntry | None]:
+    """One galaxy's clumps measured, or its failure (what one cutout may raise is caught)."""
+    try:
+        cutout = read_cutout(objid_path(job.cutout_dir, objid, ".fits"), bands=job.bands)
+        if job.segments is not None and job.host_mask_fn is not None:
+            mask = job.segments.mask_for(cutout)
+        else:
+            mask = _host_mask_for(cutout, job.host_mask_fn)
+        measured = measure_galaxy(
+            cutout, job.groups[objid], bands=job.bands, host_mask=mask, settings=job.settings
+        )
+        return measured, None
+    except (ClumpcatError, OSError, ValueError) as exc:
+        reason = exc.reason if isinstance(exc, CutoutError) else str(exc)
+        log.warning("%s: photometry failed: %s", objid, reason)
+        return None, LedgerEntry(objid, "failed", "photometry", reason)
+
+
 def photometry_shard(
     galaxies: pd.DataFrame,
     clumps: pd.DataFrame,
@@ -1514,6 +1544,7 @@ def photometry_shard(
     host_mask_fn: Callable | None | str = "default",
     galaxies_name: str = "galaxy table",
     segments: SegmentSet | None = None,
+    workers: int = 1,
 ) -> tuple[pd.DataFrame, list[LedgerEntry]]:
     """Measure the clumps of a shard's galaxies, one cutout read per galaxy.
 
@@ -1550,6 +1581,9 @@ def photometry_shard(
         The shard's stored host segments (``clumpcat segment``): the host
         mask of each galaxy, the one post-processing used; a galaxy without
         one fails with the reason.
+    workers : int
+        Processes measuring the galaxies (:func:`clumpcat.parallel.ordered_map`);
+        the result does not depend on it.
 
     Returns
     -------
@@ -1578,22 +1612,13 @@ def photometry_shard(
     if host_mask_fn == "default":
         host_mask_fn = _default_host_mask_fn()
     groups = dict(tuple(clumps[clumps["objid"].isin(set(with_clumps))].groupby("objid", sort=False)))
+    job = _PhotometryJob(str(cutout_dir), groups, bands, settings, host_mask_fn, segments)
     parts, failures = [], []
-    for objid in progress(with_clumps, desc="photometry"):
-        path = objid_path(cutout_dir, objid, ".fits")
-        try:
-            cutout = read_cutout(path, bands=bands)
-            if segments is not None and host_mask_fn is not None:
-                mask = segments.mask_for(cutout)
-            else:
-                mask = _host_mask_for(cutout, host_mask_fn)
-            parts.append(
-                measure_galaxy(cutout, groups[objid], bands=bands, host_mask=mask, settings=settings)
-            )
-        except (ClumpcatError, OSError, ValueError) as exc:
-            reason = exc.reason if isinstance(exc, CutoutError) else str(exc)
-            log.warning("%s: photometry failed: %s", objid, reason)
-            failures.append(LedgerEntry(objid, "failed", "photometry", reason))
+    for part, failure in ordered_map(_measure_one, job, with_clumps, workers=workers, desc="photometry"):
+        if failure is None:
+            parts.append(part)
+        else:
+            failures.append(failure)
     if not parts:
         return _empty_output(bands), failures
     phot = pd.concat(parts, ignore_index=True)
@@ -1696,6 +1721,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--no-host-mask", action="store_true", help="do not mask the area outside the host galaxy"
     )
     add_segments_option(parser)
+    add_workers_option(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -1739,6 +1765,7 @@ def run(args: argparse.Namespace) -> int:
         host_mask_fn=None if args.no_host_mask else "default",
         galaxies_name=str(args.galaxies),
         segments=segments,
+        workers=args.workers,
     )
     write_table(
         phot,

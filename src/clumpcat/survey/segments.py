@@ -33,7 +33,7 @@ from astropy.io.fits.verify import VerifyWarning
 from clumpcat.constants import HOST_MASK_NPIXELS
 from clumpcat.errors import CutoutError, InputError
 from clumpcat.ledger import pending, read_status
-from clumpcat.logs import progress
+from clumpcat.parallel import add_workers_option, ordered_map
 from clumpcat.paths import objid_path
 from clumpcat.settings import PostprocessSettings
 from clumpcat.survey.cutouts import Cutout, read_cutout
@@ -247,6 +247,7 @@ def segment_shard(
     status: pd.DataFrame | None = None,
     nsigma: float = DEFAULT_NSIGMA,
     npixels: int = HOST_MASK_NPIXELS,
+    workers: int = 1,
 ) -> SegmentSet:
     """Segment every galaxy of a shard; a bad cutout is recorded, never fatal.
 
@@ -260,6 +261,9 @@ def segment_shard(
         A previous stage's status; only its ``ok`` galaxies are segmented.
     nsigma, npixels
         As in :func:`segment_galaxy`.
+    workers : int
+        Processes segmenting the galaxies (:func:`clumpcat.parallel.ordered_map`);
+        the result does not depend on it.
 
     Returns
     -------
@@ -270,21 +274,42 @@ def segment_shard(
     if not (np.isfinite(nsigma) and nsigma >= 0):
         raise InputError(f"host nsigma must be >= 0, got {nsigma!r}")
     objids = galaxies["objid"].astype(str).tolist()
-    coords = galaxies.assign(objid=galaxies["objid"].astype(str)).set_index("objid")
+    todo = pending(objids, status)
+    frame = galaxies.assign(objid=galaxies["objid"].astype(str)).set_index("objid")
+    coords = {o: (float(frame.at[o, "ra"]), float(frame.at[o, "dec"])) for o in todo}
+    job = _SegmentJob(str(cutout_dir), coords, nsigma, npixels)
     segments, failures = {}, {}
-    for objid in progress(pending(objids, status), desc="segment"):
-        try:
-            cutout = read_cutout_checked(objid_path(cutout_dir, objid, ".fits"), bands=(SEGMENT_BAND,))
-            ra, dec = float(coords.at[objid, "ra"]), float(coords.at[objid, "dec"])
-            segments[objid] = segment_galaxy(cutout, ra, dec, nsigma=nsigma, npixels=npixels)
-        except CutoutError as exc:
-            log.warning("%s: %s", objid, exc)
-            failures[objid] = exc.reason
-        except Exception as exc:  # a bad galaxy must never stop the shard
-            log.warning("%s: segmentation failed", objid, exc_info=True)
-            text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
-            failures[objid] = f"{type(exc).__name__}: {text}"
+    for objid, segment, reason in ordered_map(_segment_one, job, todo, workers=workers, desc="segment"):
+        if segment is not None:
+            segments[objid] = segment
+        else:
+            failures[objid] = reason
     return SegmentSet(segments, failures, _settings(nsigma, npixels))
+
+
+@dataclass(frozen=True)
+class _SegmentJob:
+    """What every galaxy of a shard's segmentation shares."""
+
+    cutout_dir: str
+    coords: dict[str, tuple[float, float]]
+    nsigma: float
+    npixels: int
+
+
+def _segment_one(job: _SegmentJob, objid: str) -> tuple[str, GalaxySegment | None, str]:
+    """One galaxy's segment, or the reason it has none (never raises)."""
+    try:
+        cutout = read_cutout_checked(objid_path(job.cutout_dir, objid, ".fits"), bands=(SEGMENT_BAND,))
+        ra, dec = job.coords[objid]
+        return objid, segment_galaxy(cutout, ra, dec, nsigma=job.nsigma, npixels=job.npixels), ""
+    except CutoutError as exc:
+        log.warning("%s: %s", objid, exc)
+        return objid, None, exc.reason
+    except Exception as exc:  # a bad galaxy must never stop the shard
+        log.warning("%s: segmentation failed", objid, exc_info=True)
+        text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        return objid, None, f"{type(exc).__name__}: {text}"
 
 
 def write_segments(path: str | Path, segments: SegmentSet) -> Path:
@@ -380,6 +405,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="threshold in background RMS of the smoothed r image (config postprocess.host_nsigma; "
         "default %(default)s, Section 4.3.2 used 0.5)",
     )
+    add_workers_option(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -388,7 +414,11 @@ def run(args: argparse.Namespace) -> int:
     if not Path(args.cutouts).is_dir():
         raise InputError(f"--cutouts {args.cutouts}: no such folder")
     segments = segment_shard(
-        galaxies, args.cutouts, status=read_status(args.status_in), nsigma=args.host_nsigma
+        galaxies,
+        args.cutouts,
+        status=read_status(args.status_in),
+        nsigma=args.host_nsigma,
+        workers=args.workers,
     )
     write_segments(args.out, segments)
     n_found = sum(s.found for s in segments.segments.values())
