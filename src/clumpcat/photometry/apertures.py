@@ -1749,7 +1749,7 @@ def run(args: argparse.Namespace) -> int:
         segments = read_segments(args.segments)
     elif not args.no_host_mask:  # the same definition as the segment stage's, at the galaxy's RA/Dec
         with_clumps = galaxies[galaxies["objid"].astype(str).isin(set(clumps.get("objid", [])))]
-        segments = segment_shard(with_clumps, args.cutouts, status=upstream)
+        segments = segment_shard(with_clumps, args.cutouts, status=upstream, workers=args.workers)
     else:
         segments = None
     phot, failures = photometry_shard(
