@@ -80,17 +80,13 @@ def _backbone_state(setup: str, path: str | None) -> tuple[dict | None, dict]:
     ``zoobot-clumps`` reads the classifier's encoder (App. B,
     :func:`clumpcat.detection.classifier.load_zoobot_clumps_encoder`): a
     ResNet50 needs no change, a ``cpu-small`` encoder brings its body.
+    ``path`` is given for every pretrained set-up (:func:`_check_setup`).
     """
     from clumpcat.detection.classifier import load_zoobot_clumps_encoder
     from clumpcat.detection.weights import load_imagenet_resnet50, load_zoobot_encoder
 
     if setup not in PRETRAINED:
         return None, {}
-    if path is None:
-        raise InputError(
-            f"setup '{setup}' starts from pretrained weights: give --backbone-weights FILE "
-            f"(config key weights.{PRETRAINED[setup]}; `clumpcat weights where` says which file)"
-        )
     if PRETRAINED[setup] == "imagenet":
         return load_imagenet_resnet50(path), {}
     if setup == "zoobot-clumps":
@@ -99,14 +95,16 @@ def _backbone_state(setup: str, path: str | None) -> tuple[dict | None, dict]:
 
 
 def _check_setup(setup: str, backbone_weights: str | None, overrides: dict | None) -> None:
-    """Fail on a set-up that cannot be built, in the calling process (cheap checks only)."""
-    if setup in PRETRAINED:
-        if backbone_weights is None:
-            _backbone_state(setup, None)  # raises its InputError
-        if not Path(backbone_weights).is_file():
-            raise InputError(
-                f"weights file {backbone_weights} (config key weights.{PRETRAINED[setup]}) does not exist"
-            )
+    """Fail on a set-up the options cannot build, before any file is read or process spawned.
+
+    What needs the files (a weights file that is missing or of another
+    model) fails where they are read, in the training process itself.
+    """
+    if setup in PRETRAINED and backbone_weights is None:
+        raise InputError(
+            f"setup '{setup}' starts from pretrained weights: give --backbone-weights FILE "
+            f"(config key weights.{PRETRAINED[setup]}; `clumpcat weights where` says which file)"
+        )
     try:
         preset_config(setup, **(overrides or {}))
     except (TypeError, ValueError) as exc:
