@@ -13,6 +13,7 @@ Anyone can bring their own cutouts in this form.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from astropy.wcs import WCS
 from astropy.wcs.utils import proj_plane_pixel_scales
 
 from clumpcat.errors import CutoutError, one_line
+from clumpcat.survey.fits_scan import ScannedHeader, scan_images
 from clumpcat.survey.psf import normalise_psf
 
 __all__ = ["Cutout", "read_cutout", "write_cutout", "MIN_SIDE_PX", "MAX_SIDE_PX"]
@@ -145,9 +147,19 @@ class _Refused(Exception):
     """A cutout refused from its headers alone (not a reader failure)."""
 
 
-def _oversize(hdul) -> str:
-    """Why an HDU list is too large to read, from its headers; empty when it is not."""
-    for hdu in hdul[1:]:
+@dataclass(frozen=True)
+class _Hdu:
+    """One HDU of a cutout: its name, header and a way to its pixels."""
+
+    name: str
+    header: Mapping
+    has_data: bool
+    load: Callable[[], np.ndarray]
+
+
+def _oversize(hdus: list[_Hdu]) -> str:
+    """Why a cutout is too large to read, from its headers; empty when it is not."""
+    for hdu in hdus[1:]:
         sides = [int(hdu.header.get(f"NAXIS{k}", 0)) for k in (1, 2)]
         if max(sides) > MAX_SIDE_PX:
             return (
@@ -157,8 +169,41 @@ def _oversize(hdul) -> str:
     return ""
 
 
+def _scanned_hdus(path: Path) -> list[_Hdu] | None:
+    """The HDUs of a plain cutout, pixels read on demand; ``None`` when astropy must read it."""
+    scanned = scan_images(path)
+    if scanned is None:
+        return None
+    return [_Hdu(h.name, h.header, bool(h.shape), h.data) for h in scanned]
+
+
+def _astropy_hdus(path: Path) -> list[_Hdu]:
+    """The HDUs of any FITS file astropy reads, pixels read now."""
+    with warnings.catch_warnings():
+        # astropy only warns about a truncated file; a truncated cutout is broken.
+        warnings.simplefilter("error", AstropyWarning)
+        # No hdul.verify(): it re-parses every card (about 60% of the read
+        # time) and what it would fix cannot reach the checks below; a
+        # malformed card still raises when its value is read.
+        with fits.open(path, memmap=False) as hdul:
+            headers = [_Hdu(hdu.name or "", hdu.header, False, lambda: None) for hdu in hdul]
+            oversize = _oversize(headers)
+            if oversize:
+                raise _Refused(oversize)
+            return [
+                _Hdu((hdu.name or "").upper(), hdu.header, data is not None, lambda data=data: data)
+                for hdu, data in [(hdu, hdu.data) for hdu in hdul]
+            ]
+
+
 def read_cutout(path: str | Path, bands: tuple[str, ...] | None = None) -> Cutout:
     """Read and check a cutout file.
+
+    Plain files (float images in IMAGE extensions: what :func:`write_cutout`
+    and the survey fetchers write) are scanned by
+    :func:`clumpcat.survey.fits_scan.scan_images`, which reads only the pixels
+    of the bands asked for; any other FITS file is read by astropy. Both give
+    the same cutout and the same checks.
 
     Parameters
     ----------
@@ -186,43 +231,33 @@ def read_cutout(path: str | Path, bands: tuple[str, ...] | None = None) -> Cutou
     path = Path(path)
     if not path.exists():
         raise CutoutError(path, "file not found")
-    hdul = None
     try:
-        with warnings.catch_warnings():
-            # astropy only warns about a truncated file; a truncated cutout is broken.
-            warnings.simplefilter("error", AstropyWarning)
-            # No hdul.verify(): it re-parses every card (about 60% of the read
-            # time) and what it would fix cannot reach the checks below; a
-            # malformed card still raises when its value is read.
-            hdul = fits.open(path, memmap=False)
-            oversize = _oversize(hdul)
+        hdus = _scanned_hdus(path)
+        if hdus is None:
+            hdus = _astropy_hdus(path)
+        else:
+            oversize = _oversize(hdus)
             if oversize:
-                hdul.close()
-                hdul = None
                 raise _Refused(oversize)
-            _ = [hdu.data for hdu in hdul]
-        with hdul:
-            found = {}
-            ivar = {}
-            psfs = {}
-            for hdu in hdul[1:]:
-                name = (hdu.name or "").upper()
-                if hdu.data is None:
-                    continue
-                if name.startswith("IVAR_"):
-                    ivar[name[5:].lower()] = (np.asarray(hdu.data, dtype=np.float32), hdu.header)
-                elif name.startswith("PSF_"):
-                    psfs[name[4:].lower()] = np.asarray(hdu.data, dtype=np.float64)
-                elif len(name) == 1:
-                    found[name.lower()] = (np.asarray(hdu.data, dtype=np.float32), hdu.header)
     except _Refused as exc:
         raise CutoutError(path, str(exc)) from None
     except (OSError, ValueError, TypeError, IndexError, AstropyWarning) as exc:
-        if hdul is not None:
-            hdul.close()
         if path.stat().st_size == 0:
             raise CutoutError(path, "empty file (0 bytes); fetch or write the cutout again") from exc
         raise CutoutError(path, f"unreadable or truncated FITS ({one_line(exc, 200)})") from exc
+    found: dict[str, _Hdu] = {}
+    ivar: dict[str, _Hdu] = {}
+    psfs: dict[str, _Hdu] = {}
+    for hdu in hdus[1:]:
+        name = hdu.name.upper()
+        if not hdu.has_data:
+            continue
+        if name.startswith("IVAR_"):
+            ivar[name[5:].lower()] = hdu
+        elif name.startswith("PSF_"):
+            psfs[name[4:].lower()] = hdu
+        elif len(name) == 1:
+            found[name.lower()] = hdu
     wanted = tuple(bands) if bands is not None else tuple(found)
     if not wanted:
         raise CutoutError(path, "no band image HDUs (EXTNAME U, G, R, I, Z or Y)")
@@ -231,7 +266,8 @@ def read_cutout(path: str | Path, bands: tuple[str, ...] | None = None) -> Cutou
         raise CutoutError(path, f"missing band(s) {', '.join(b.upper() for b in missing)}")
     images, psf, noise, wcs, shape = {}, {}, {}, None, None
     for band in wanted:
-        data, header = found[band]
+        header = found[band].header
+        data = np.asarray(found[band].load(), dtype=np.float32)
         if data.ndim != 2:
             raise CutoutError(path, f"band {band.upper()}: image is {data.ndim}-D, expected 2-D")
         if min(data.shape) < MIN_SIDE_PX:
@@ -265,7 +301,7 @@ def read_cutout(path: str | Path, bands: tuple[str, ...] | None = None) -> Cutou
         if wcs is None:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", AstropyWarning)
-                band_wcs = WCS(header, naxis=2)
+                band_wcs = WCS(header.text if isinstance(header, ScannedHeader) else header, naxis=2)
             if not band_wcs.has_celestial:
                 raise CutoutError(path, f"band {band.upper()}: no celestial WCS")
             wcs = band_wcs.celestial
@@ -275,16 +311,19 @@ def read_cutout(path: str | Path, bands: tuple[str, ...] | None = None) -> Cutou
             noise[band] = float(header["NOISECOR"])
             if not np.isfinite(noise[band]) or noise[band] <= 0:
                 raise CutoutError(path, f"band {band.upper()}: NOISECOR must be > 0, got {noise[band]}")
-    ivars = {b: v for b, (v, _h) in ivar.items() if b in images and v.shape == shape}
+    ivars = {b: np.asarray(hdu.load(), dtype=np.float32) for b, hdu in ivar.items() if b in images}
+    ivars = {b: v for b, v in ivars.items() if v.shape == shape}
     for band, value in ivars.items():
         if np.isinf(value).any() or (value < 0).any():
             raise CutoutError(path, f"IVAR_{band.upper()}: infinite or negative inverse variance")
     psf_images = {}
-    for band, image in psfs.items():
+    for band, hdu in psfs.items():
         if band not in images:
             continue
         try:
-            psf_images[band] = normalise_psf(image, what=f"PSF_{band.upper()}")
+            psf_images[band] = normalise_psf(
+                np.asarray(hdu.load(), dtype=np.float64), what=f"PSF_{band.upper()}"
+            )
         except ValueError as exc:
             raise CutoutError(path, str(exc)) from exc
     return Cutout(
