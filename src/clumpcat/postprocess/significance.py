@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import numpy as np
 from astropy.stats import mad_std
-from photutils.aperture import CircularAnnulus, CircularAperture, aperture_photometry
+from photutils.aperture import CircularAnnulus, CircularAperture
 
 from clumpcat.constants import ANNULUS_FWHM, APERTURE_RADIUS_FWHM, RGB_BANDS
 from clumpcat.survey.cutouts import Cutout
@@ -102,8 +102,9 @@ def band_snr(
     error = None
     if ivar is not None:
         error = np.where(bad, 0.0, 1.0 / np.sqrt(np.where(bad, 1.0, ivar)))
-    phot = aperture_photometry(data, aperture, error=error, mask=bad, method="exact")
-    total = np.asarray(phot["aperture_sum"], dtype=np.float64)
+    # do_photometry gives the sums aperture_photometry puts in its table, without the table.
+    sums, sum_errors = aperture.do_photometry(data, error=error, mask=bad, method="exact")
+    total = np.asarray(sums, dtype=np.float64)
     area = np.asarray(aperture.area_overlap(data, mask=bad), dtype=np.float64)
     annulus = CircularAnnulus(positions, r_in=annulus_fwhm[0] * fwhm_px, r_out=annulus_fwhm[1] * fwhm_px)
     good = (~bad).astype(np.float64)
@@ -117,7 +118,7 @@ def band_snr(
         background = float(np.median(values))
         sigma = float(mad_std(values))
         if ivar is not None:
-            pixel_var = float(phot["aperture_sum_err"][i]) ** 2
+            pixel_var = float(sum_errors[i]) ** 2
         else:
             pixel_var = sigma**2 * area[i]
         # the median of N pixels scatters by sqrt(pi/2) sigma / sqrt(N)
