@@ -13,6 +13,11 @@ Two detection paths (``--path``):
 * ``cutouts``: detect reads the cutouts and renders on the way (no PNG);
 * ``png``: render writes PNGs, detect decodes them (the path before issue 13).
 
+With ``--processes`` each stage runs as its own ``python -m clumpcat``
+process, as a workflow job does: the figures then include each job's
+start-up (interpreter, imports of torch, astropy and photutils; several
+seconds a job on a slow core), which a shard's galaxies share.
+
 With ``--profile DIR`` each stage of the last repeat is run under cProfile,
 the profiles are written to ``DIR/{path}-{stage}.prof`` and the top
 functions by own time are printed.
@@ -29,9 +34,12 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
+import os
 import pstats
 import resource
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -84,8 +92,15 @@ def make_survey(root: Path, n: int, shard_size: int, seed: int) -> list[Path]:
     return shards
 
 
+#: Run stages as separate processes (``--processes``), as workflow jobs.
+FRESH_PROCESSES = False
+
+
 def run(argv: list[str]) -> None:
-    code = clumpcat(argv)
+    if FRESH_PROCESSES:
+        code = subprocess.run([sys.executable, "-m", "clumpcat", *argv], env=os.environ.copy()).returncode
+    else:
+        code = clumpcat(argv)
     if code:
         raise SystemExit(f"clumpcat {' '.join(argv)} exited with {code}")
 
@@ -181,10 +196,17 @@ def main() -> None:
         default=2,
         help="cores of each job: torch threads of detect, processes of segment and photometry",
     )
+    parser.add_argument(
+        "--processes",
+        action="store_true",
+        help="run each stage as its own process, as a workflow job (start-up and imports included)",
+    )
     parser.add_argument("--profile", type=Path, help="folder for cProfile output of each stage (last run)")
     parser.add_argument("--top", type=int, default=12, help="functions shown per profile")
     parser.add_argument("--work", type=Path, help="working folder (default: a temporary one)")
     args = parser.parse_args()
+    if args.processes and args.profile:
+        parser.error("--profile measures stages in this process; leave out --processes")
     torch.set_num_threads(args.threads)
 
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp:
@@ -192,6 +214,8 @@ def main() -> None:
         model = Path(args.model) if args.model else train_tiny_model(root / "train")
         survey = root / "survey"
         shards = make_survey(survey, args.n, args.shard_size, args.seed)
+        global FRESH_PROCESSES
+        FRESH_PROCESSES = args.processes
         paths = ("png", "cutouts") if args.path == "both" else (args.path,)
         if args.profile:
             args.profile.mkdir(parents=True, exist_ok=True)
@@ -208,7 +232,10 @@ def main() -> None:
             results[path]["_rows"] = len(rows)
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"\n{args.n} unseen galaxies, {len(shards)} shard(s), torch threads {args.threads}, "
+    jobs = (
+        "one process per stage and shard, start-up included" if args.processes else "stages in this process"
+    )
+    print(f"\n{args.n} unseen galaxies, {len(shards)} shard(s), torch threads {args.threads}, {jobs}, "
           f"median of {args.repeats} run(s) (shared machine: timings are noisy)")  # fmt: skip
     print(f"{'path':8} {'stage':12} {'seconds':>8} {'galaxies/s':>11}")
     for path, res in results.items():
@@ -218,6 +245,9 @@ def main() -> None:
                 print(f"{path:8} {stage:12} {res[stage]:>8.2f} {args.n / res[stage]:>11.1f}")
         print(f"{path:8} {'TOTAL':12} {total:>8.2f} {args.n / total:>11.2f}   ({res['_rows']} clumps)")
     print(f"peak RSS {peak:.0f} MiB (the whole benchmark process, training included)")
+    if args.processes:
+        child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        print(f"peak RSS of a stage process {child:.0f} MiB")
     if args.profile:
         for path in results:
             print_profiles(args.profile, path, args.top)

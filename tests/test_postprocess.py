@@ -122,6 +122,26 @@ def test_nms_is_across_labels_and_handles_empty():
         nms_across_labels(np.zeros((1, 4)), np.zeros(1), iou=1.5)
 
 
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("iou", [0.0, 0.2, 0.5, 1.0])
+def test_nms_keeps_what_torchvision_keeps(seed, iou):
+    # The released code's NMS (Section 4.3.1), on crowded boxes with tied
+    # scores, empty boxes and identical boxes among them.
+    import torch
+    from torchvision.ops import nms
+
+    rng = np.random.default_rng(seed)
+    n = 60
+    centres = rng.uniform(0, 40, size=(n, 2))
+    sizes = rng.uniform(0, 12, size=(n, 2))
+    sizes[:4] = 0.0
+    boxes = np.column_stack([centres - sizes / 2, centres + sizes / 2])
+    boxes[10:13] = boxes[9]
+    scores = np.round(rng.uniform(0, 1, n), 1)
+    expected = nms(torch.tensor(boxes), torch.tensor(scores), iou).numpy()
+    np.testing.assert_array_equal(nms_across_labels(boxes, scores, iou), expected)
+
+
 # ----------------------------------------------------------------------- merging
 
 

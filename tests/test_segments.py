@@ -12,7 +12,7 @@ from clumpcat.evaluation.baseline import baseline_shard
 from clumpcat.photometry.apertures import photometry_shard
 from clumpcat.postprocess.clumps import postprocess_shard
 from clumpcat.postprocess.hostmask import in_mask
-from clumpcat.survey import inject, segments
+from clumpcat.survey import hostsegment, inject, segments
 from clumpcat.survey.cutouts import read_cutout
 from clumpcat.survey.segments import SegmentSet, read_segments, segment_galaxy, segment_shard, write_segments
 
@@ -81,7 +81,7 @@ def stored(shard, tmp_path, monkeypatch):
     def no_recompute(*args, **kwargs):
         raise AssertionError("the host segment was recomputed")
 
-    monkeypatch.setattr(segments, "segment_host", no_recompute)
+    monkeypatch.setattr(hostsegment, "segment_host", no_recompute)
     return folder, galaxies, read_segments(path), small
 
 

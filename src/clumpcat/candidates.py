@@ -51,7 +51,11 @@ def nms_across_labels(boxes: np.ndarray, scores: np.ndarray, iou: float = NMS_IO
     -----
     The released code applied ``torchvision.ops.nms`` to all boxes at once,
     so a ``normal`` and an ``odd`` box on the same clump suppress each other;
-    this function does the same.
+    this function does the same, with the same rule (boxes visited by
+    decreasing score, ties in input order; a box goes when its IoU with a
+    kept one is strictly above ``iou``) and the same result. It is numpy:
+    importing torch and torchvision for it would cost a post-processing job
+    seconds of start-up, more than its NMS takes over a whole shard.
     """
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4) if np.size(boxes) else np.zeros((0, 4))
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
@@ -61,11 +65,21 @@ def nms_across_labels(boxes: np.ndarray, scores: np.ndarray, iou: float = NMS_IO
         raise ValueError(f"iou must lie in [0, 1], got {iou!r}")
     if boxes.shape[0] == 0:
         return np.zeros(0, dtype=np.int64)
-    import torch
-    from torchvision.ops import nms
-
-    keep = nms(torch.tensor(boxes), torch.tensor(scores), float(iou))
-    return keep.numpy().astype(np.int64)
+    x0, y0, x1, y1 = boxes.T
+    areas = (x1 - x0) * (y1 - y0)
+    suppressed = np.zeros(len(boxes), dtype=bool)
+    keep = []
+    for i in np.argsort(-scores, kind="stable"):
+        if suppressed[i]:
+            continue
+        keep.append(i)
+        width = np.maximum(0.0, np.minimum(x1[i], x1) - np.maximum(x0[i], x0))
+        height = np.maximum(0.0, np.minimum(y1[i], y1) - np.maximum(y0[i], y0))
+        overlap = width * height
+        with np.errstate(invalid="ignore", divide="ignore"):
+            # Two empty boxes have IoU 0/0: NaN, never above the threshold.
+            suppressed |= overlap / (areas[i] + areas - overlap) > iou
+    return np.asarray(keep, dtype=np.int64)
 
 
 # ----------------------------------------------------------------------- merging

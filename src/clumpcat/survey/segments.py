@@ -38,7 +38,6 @@ from clumpcat.paths import objid_path
 from clumpcat.settings import PostprocessSettings
 from clumpcat.survey.cutouts import Cutout, read_cutout
 from clumpcat.survey.galaxies import read_galaxies
-from clumpcat.survey.hostsegment import segment_host
 
 __all__ = [
     "SEGMENT_BAND",
@@ -212,6 +211,10 @@ def segment_galaxy(
     CutoutError
         If the cutout has no r band.
     """
+    # Imported here: photutils' segmentation (and scipy.signal with it) costs a
+    # second of start-up, which the stages that only read stored segments skip.
+    from clumpcat.survey.hostsegment import segment_host
+
     if SEGMENT_BAND not in cutout.images:
         raise CutoutError(f"{cutout.objid}.fits", f"missing band(s) {SEGMENT_BAND.upper()}")
     fwhm = float(cutout.fwhm_pixels(SEGMENT_BAND))
