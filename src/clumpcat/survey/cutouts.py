@@ -304,7 +304,8 @@ def read_cutout(path: str | Path, bands: tuple[str, ...] | None = None) -> Cutou
                 band_wcs = WCS(header.text if isinstance(header, ScannedHeader) else header, naxis=2)
             if not band_wcs.has_celestial:
                 raise CutoutError(path, f"band {band.upper()}: no celestial WCS")
-            wcs = band_wcs.celestial
+            # .celestial copies the WCS (a millisecond); a 2-axis celestial one is already it.
+            wcs = band_wcs if band_wcs.is_celestial else band_wcs.celestial
         images[band] = data
         psf[band] = fwhm
         if "NOISECOR" in header:
