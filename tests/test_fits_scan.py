@@ -122,6 +122,14 @@ def _non_ascii(path):
     path.write_bytes(bytes(data))
 
 
+def _squeezed_value_indicator(path):
+    write_cutout(path, synthetic_cutout("t"))
+    data = bytearray(path.read_bytes())
+    at = data.index(b"PSF_FWHM= ")
+    data[at + 9 : at + 10] = b"1"  # "PSF_FWHM=1..." is no standard card
+    path.write_bytes(bytes(data))
+
+
 def _random_groups(path):
     fits.GroupsHDU(
         fits.GroupData(np.ones((2, 1, 1, 1), np.float32), parnames=["p"], pardata=[np.ones(2)], bitpix=-32)
@@ -130,7 +138,17 @@ def _random_groups(path):
 
 @pytest.mark.parametrize(
     "write",
-    [_scaled_int, _compressed, _table, _long_string, _truncated, _trailing_bytes, _non_ascii, _random_groups],
+    [
+        _scaled_int,
+        _compressed,
+        _table,
+        _long_string,
+        _truncated,
+        _trailing_bytes,
+        _non_ascii,
+        _squeezed_value_indicator,
+        _random_groups,
+    ],
 )
 def test_files_outside_the_plain_subset_are_left_to_astropy(tmp_path, write):
     path = tmp_path / "x.fits"

@@ -166,6 +166,9 @@ def _header(file: BinaryIO, start: int) -> tuple[ScannedHeader, int]:
             cards.append(card)
             if keyword == "CONTINUE":
                 raise _NotPlain("long-string CONTINUE card")
+            if card[8:9] == "=" and card[9:10] != " " and keyword not in _COMMENTARY:
+                # Not a standard value indicator (section 4.1.2.2); astropy's leniency decides.
+                raise _NotPlain(f"card {keyword!r} without '= '")
             if keyword in _COMMENTARY or keyword == "HIERARCH" or card[8:10] != "= ":
                 continue
             keyword = keyword.upper()
