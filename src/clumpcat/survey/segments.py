@@ -276,6 +276,10 @@ def segment_shard(
     """
     if not (np.isfinite(nsigma) and nsigma >= 0):
         raise InputError(f"host nsigma must be >= 0, got {nsigma!r}")
+    # Imported before the workers fork, so that they inherit it instead of
+    # each importing it again (see segment_galaxy).
+    import clumpcat.survey.hostsegment  # noqa: F401
+
     objids = galaxies["objid"].astype(str).tolist()
     todo = pending(objids, status)
     frame = galaxies.assign(objid=galaxies["objid"].astype(str)).set_index("objid")
