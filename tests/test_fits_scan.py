@@ -172,3 +172,16 @@ def test_truncated_cutout_is_reported_by_astropy(tmp_path):
     _truncated(path)
     with pytest.raises(cutouts.CutoutError, match=r"t\.fits: unreadable or truncated"):
         read_cutout(path)
+
+
+def test_cutout_cut_short_after_its_headers_were_read_is_a_cutout_error(tmp_path, monkeypatch):
+    path = write_cutout(tmp_path / "late.fits", synthetic_cutout("late"))
+
+    def scan_then_truncate(p):
+        scanned = scan_images(p)
+        p.write_bytes(p.read_bytes()[:5000])  # another process rewrites it meanwhile
+        return scanned
+
+    monkeypatch.setattr(cutouts, "scan_images", scan_then_truncate)
+    with pytest.raises(cutouts.CutoutError, match=r"late\.fits: unreadable or truncated FITS"):
+        read_cutout(path)

@@ -24,7 +24,7 @@ from astropy.wcs import WCS
 from astropy.wcs.utils import proj_plane_pixel_scales
 
 from clumpcat.errors import CutoutError, one_line
-from clumpcat.survey.fits_scan import ScannedHeader, scan_images
+from clumpcat.survey.fits_scan import ScannedHeader, ScannedImage, scan_images
 from clumpcat.survey.psf import normalise_psf
 
 __all__ = ["Cutout", "read_cutout", "write_cutout", "MIN_SIDE_PX", "MAX_SIDE_PX"]
@@ -157,13 +157,13 @@ class _Hdu:
     load: Callable[[], np.ndarray]
 
 
-def _oversize(hdus: list[_Hdu]) -> str:
-    """Why a cutout is too large to read, from its headers; empty when it is not."""
-    for hdu in hdus[1:]:
-        sides = [int(hdu.header.get(f"NAXIS{k}", 0)) for k in (1, 2)]
+def _oversize(headers: list[tuple[str, Mapping]]) -> str:
+    """Why a cutout is too large to read, from its (name, header) pairs; empty when it is not."""
+    for name, header in headers[1:]:
+        sides = [int(header.get(f"NAXIS{k}", 0)) for k in (1, 2)]
         if max(sides) > MAX_SIDE_PX:
             return (
-                f"{hdu.name or 'HDU'}: image is {sides[0]}x{sides[1]} px, over the {MAX_SIDE_PX} px limit "
+                f"{name or 'HDU'}: image is {sides[0]}x{sides[1]} px, over the {MAX_SIDE_PX} px limit "
                 "of a side; cut a smaller cutout"
             )
     return ""
@@ -174,7 +174,17 @@ def _scanned_hdus(path: Path) -> list[_Hdu] | None:
     scanned = scan_images(path)
     if scanned is None:
         return None
-    return [_Hdu(h.name, h.header, bool(h.shape), h.data) for h in scanned]
+
+    def loader(image: ScannedImage) -> Callable[[], np.ndarray]:
+        def load() -> np.ndarray:
+            try:
+                return image.data()
+            except (OSError, ValueError) as exc:  # the file changed since its headers were read
+                raise CutoutError(path, f"unreadable or truncated FITS ({one_line(exc, 200)})") from exc
+
+        return load
+
+    return [_Hdu(h.name, h.header, bool(h.shape), loader(h)) for h in scanned]
 
 
 def _astropy_hdus(path: Path) -> list[_Hdu]:
@@ -186,8 +196,7 @@ def _astropy_hdus(path: Path) -> list[_Hdu]:
         # time) and what it would fix cannot reach the checks below; a
         # malformed card still raises when its value is read.
         with fits.open(path, memmap=False) as hdul:
-            headers = [_Hdu(hdu.name or "", hdu.header, False, lambda: None) for hdu in hdul]
-            oversize = _oversize(headers)
+            oversize = _oversize([(hdu.name, hdu.header) for hdu in hdul])
             if oversize:
                 raise _Refused(oversize)
             return [
@@ -236,7 +245,7 @@ def read_cutout(path: str | Path, bands: tuple[str, ...] | None = None) -> Cutou
         if hdus is None:
             hdus = _astropy_hdus(path)
         else:
-            oversize = _oversize(hdus)
+            oversize = _oversize([(hdu.name, hdu.header) for hdu in hdus])
             if oversize:
                 raise _Refused(oversize)
     except _Refused as exc:
