@@ -6,7 +6,9 @@ stages of the workflow on each shard in this process, through the same
 ``clumpcat <stage>`` command lines the rules run: [render], segment, detect,
 postprocess, photometry, then catalogue over all shards. Prints a table of
 seconds and galaxies/s per stage and in total (the median of ``--repeats``
-runs: the machine may be shared), and the peak RSS.
+runs: the machine may be shared), the CPU seconds (user + system, worker
+processes included: steadier than the wall time on a shared machine), and
+the peak RSS.
 
 Two detection paths (``--path``):
 
@@ -137,28 +139,40 @@ def stage_commands(shard: Path, cutouts: Path, model: Path, path: str, cores: in
     return commands
 
 
-def timed(argv: list[str], profile: cProfile.Profile | None) -> float:
-    start = time.perf_counter()
+def cpu_seconds() -> float:
+    """CPU time (user + system) of this process and its finished children."""
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        usage = resource.getrusage(who)
+        total += usage.ru_utime + usage.ru_stime
+    return total
+
+
+def timed(argv: list[str], profile: cProfile.Profile | None) -> tuple[float, float]:
+    """Wall and CPU seconds of one stage command."""
+    start, cpu = time.perf_counter(), cpu_seconds()
     if profile is None:
         run(argv)
     else:
         profile.runcall(run, argv)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, cpu_seconds() - cpu
 
 
 def one_run(
     root: Path, shards, model: Path, path: str, profile_dir: Path | None, cores: int
 ) -> dict[str, float]:
-    """Seconds per stage for every shard, stages in the workflow's order."""
-    seconds = dict.fromkeys(STAGES, 0.0)
+    """Wall seconds per stage for every shard, stages in the workflow's order; CPU seconds under ``stage:cpu``."""
+    seconds = dict.fromkeys([*STAGES, *(f"{s}:cpu" for s in STAGES)], 0.0)
     profiles = {stage: cProfile.Profile() for stage in STAGES} if profile_dir else {}
     for shard in shards:
         commands = stage_commands(shard, root / "cutouts", model, path, cores)
         for stage in STAGES[:-1]:
             if stage in commands:
-                seconds[stage] += timed(commands[stage], profiles.get(stage))
+                wall, cpu = timed(commands[stage], profiles.get(stage))
+                seconds[stage] += wall
+                seconds[f"{stage}:cpu"] += cpu
     out = root / f"release-{path}"
-    seconds["catalogue"] = timed(
+    seconds["catalogue"], seconds["catalogue:cpu"] = timed(
         ["catalogue", "--shards", *map(str, shards), "--out-dir", str(out),
          "--galaxies", str(root / "galaxies.parquet"), "--score-threshold", "0.3", "--release"],
         profiles.get("catalogue"),
@@ -227,7 +241,7 @@ def main() -> None:
                 runs.append(
                     one_run(survey, shards, model, path, args.profile if last else None, args.threads)
                 )
-            results[path] = {stage: statistics.median(run[stage] for run in runs) for stage in STAGES}
+            results[path] = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
             rows = pd.read_parquet(survey / f"release-{path}" / "clumps.parquet")
             results[path]["_rows"] = len(rows)
 
@@ -237,13 +251,17 @@ def main() -> None:
     )
     print(f"\n{args.n} unseen galaxies, {len(shards)} shard(s), torch threads {args.threads}, {jobs}, "
           f"median of {args.repeats} run(s) (shared machine: timings are noisy)")  # fmt: skip
-    print(f"{'path':8} {'stage':12} {'seconds':>8} {'galaxies/s':>11}")
+    print(f"{'path':8} {'stage':12} {'seconds':>8} {'galaxies/s':>11} {'CPU s':>7}")
     for path, res in results.items():
         total = sum(res[s] for s in STAGES)
         for stage in STAGES:
             if res[stage]:
-                print(f"{path:8} {stage:12} {res[stage]:>8.2f} {args.n / res[stage]:>11.1f}")
-        print(f"{path:8} {'TOTAL':12} {total:>8.2f} {args.n / total:>11.2f}   ({res['_rows']} clumps)")
+                cpu = res[f"{stage}:cpu"]
+                print(f"{path:8} {stage:12} {res[stage]:>8.2f} {args.n / res[stage]:>11.1f} {cpu:>7.2f}")
+        cpu = sum(res[f"{s}:cpu"] for s in STAGES)
+        print(
+            f"{path:8} {'TOTAL':12} {total:>8.2f} {args.n / total:>11.2f} {cpu:>7.2f}   ({res['_rows']} clumps)"
+        )
     print(f"peak RSS {peak:.0f} MiB (the whole benchmark process, training included)")
     if args.processes:
         child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024

@@ -24,7 +24,6 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from clumpcat.constants import LABELS, MATCH_FWHM
 from clumpcat.errors import InputError
@@ -316,6 +315,11 @@ def binomial_interval(k, n, confidence: float = ONE_SIGMA) -> tuple[np.ndarray, 
     ``k = 0`` and ``hi = 1`` when ``k = n`` (Clopper & Pearson 1934). The
     interval is conservative: it covers at least ``confidence``.
     """
+    # scipy.stats costs half a second of start-up to every job that imports
+    # this module (detect and train, through the validation loop); only the
+    # intervals need it.
+    from scipy import stats
+
     if not 0 < confidence < 1:
         raise InputError(f"confidence must lie in (0, 1), got {confidence}")
     k = np.asarray(k, dtype=float)

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import numpy as np
 from astropy.stats import gaussian_fwhm_to_sigma
-from scipy import ndimage
-from scipy.optimize import brentq
 
 __all__ = [
     "PSF_FAMILIES",
@@ -98,6 +96,8 @@ def measure_fwhm(psf: np.ndarray) -> float:
     image = np.asarray(psf, dtype=np.float64)
     if image.ndim != 2 or not np.isfinite(image).all():
         raise ValueError("measure_fwhm needs a finite 2-D image")
+    from scipy import ndimage  # here: every cutout reader imports this module, few measure a FWHM
+
     fine = ndimage.zoom(image, _OVERSAMPLE, order=3, mode="nearest", grid_mode=True)
     peak = fine.max()
     if not peak > 0:
@@ -133,6 +133,8 @@ def _profile(
         alpha = fwhm_px / (2.0 * np.sqrt(2.0 ** (1.0 / beta) - 1.0))
         return (1.0 + r2 / alpha**2) ** (-beta)
     if family == "double_gaussian":
+        from scipy.optimize import brentq  # here, as scipy.ndimage in measure_fwhm
+
         # Core sigma chosen so the sum of the two has the requested FWHM.
         def value(s_core: float, rr) -> np.ndarray:
             core = (1.0 - wing_fraction) / s_core**2 * np.exp(-0.5 * rr / s_core**2)
