@@ -94,12 +94,9 @@ def make_survey(root: Path, n: int, shard_size: int, seed: int) -> list[Path]:
     return shards
 
 
-#: Run stages as separate processes (``--processes``), as workflow jobs.
-FRESH_PROCESSES = False
-
-
-def run(argv: list[str]) -> None:
-    if FRESH_PROCESSES:
+def run(argv: list[str], processes: bool = False) -> None:
+    """One ``clumpcat`` command, in this process or (``processes``) as its own, as a workflow job."""
+    if processes:
         code = subprocess.run([sys.executable, "-m", "clumpcat", *argv], env=os.environ.copy()).returncode
     else:
         code = clumpcat(argv)
@@ -148,18 +145,18 @@ def cpu_seconds() -> float:
     return total
 
 
-def timed(argv: list[str], profile: cProfile.Profile | None) -> tuple[float, float]:
+def timed(argv: list[str], profile: cProfile.Profile | None, processes: bool) -> tuple[float, float]:
     """Wall and CPU seconds of one stage command."""
     start, cpu = time.perf_counter(), cpu_seconds()
     if profile is None:
-        run(argv)
+        run(argv, processes)
     else:
-        profile.runcall(run, argv)
+        profile.runcall(run, argv, processes)
     return time.perf_counter() - start, cpu_seconds() - cpu
 
 
 def one_run(
-    root: Path, shards, model: Path, path: str, profile_dir: Path | None, cores: int
+    root: Path, shards, model: Path, path: str, profile_dir: Path | None, cores: int, processes: bool
 ) -> dict[str, float]:
     """Wall seconds per stage for every shard, stages in the workflow's order; CPU seconds under ``stage:cpu``."""
     seconds = dict.fromkeys([*STAGES, *(f"{s}:cpu" for s in STAGES)], 0.0)
@@ -168,14 +165,14 @@ def one_run(
         commands = stage_commands(shard, root / "cutouts", model, path, cores)
         for stage in STAGES[:-1]:
             if stage in commands:
-                wall, cpu = timed(commands[stage], profiles.get(stage))
+                wall, cpu = timed(commands[stage], profiles.get(stage), processes)
                 seconds[stage] += wall
                 seconds[f"{stage}:cpu"] += cpu
     out = root / f"release-{path}"
     seconds["catalogue"], seconds["catalogue:cpu"] = timed(
         ["catalogue", "--shards", *map(str, shards), "--out-dir", str(out),
          "--galaxies", str(root / "galaxies.parquet"), "--score-threshold", "0.3", "--release"],
-        profiles.get("catalogue"),
+        profiles.get("catalogue"), processes,
     )  # fmt: skip
     for stage, prof in profiles.items():
         if seconds[stage]:
@@ -228,8 +225,6 @@ def main() -> None:
         model = Path(args.model) if args.model else train_tiny_model(root / "train")
         survey = root / "survey"
         shards = make_survey(survey, args.n, args.shard_size, args.seed)
-        global FRESH_PROCESSES
-        FRESH_PROCESSES = args.processes
         paths = ("png", "cutouts") if args.path == "both" else (args.path,)
         if args.profile:
             args.profile.mkdir(parents=True, exist_ok=True)
@@ -239,7 +234,15 @@ def main() -> None:
             for r in range(args.repeats):
                 last = r == args.repeats - 1
                 runs.append(
-                    one_run(survey, shards, model, path, args.profile if last else None, args.threads)
+                    one_run(
+                        survey,
+                        shards,
+                        model,
+                        path,
+                        args.profile if last else None,
+                        args.threads,
+                        args.processes,
+                    )
                 )
             results[path] = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
             rows = pd.read_parquet(survey / f"release-{path}" / "clumps.parquet")

@@ -199,10 +199,13 @@ def _astropy_hdus(path: Path) -> list[_Hdu]:
             oversize = _oversize([(hdu.name, hdu.header) for hdu in hdul])
             if oversize:
                 raise _Refused(oversize)
-            return [
-                _Hdu((hdu.name or "").upper(), hdu.header, data is not None, lambda data=data: data)
-                for hdu, data in [(hdu, hdu.data) for hdu in hdul]
-            ]
+            hdus = []
+            for hdu in hdul:
+                data = hdu.data  # read now: the file closes on return
+                hdus.append(
+                    _Hdu((hdu.name or "").upper(), hdu.header, data is not None, lambda data=data: data)
+                )
+            return hdus
 
 
 def read_cutout(path: str | Path, bands: tuple[str, ...] | None = None) -> Cutout:

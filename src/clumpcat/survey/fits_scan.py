@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from astropy.io import fits
 
 __all__ = ["ScannedHeader", "ScannedImage", "scan_images"]
 
@@ -79,8 +78,8 @@ class ScannedHeader(Mapping):
 
     Behaves like the parts of :class:`astropy.io.fits.Header` the readers use
     (``in``, ``[]``, ``get``, keywords in any case); a keyword that appears
-    twice gives its first value, as astropy does. :meth:`to_fits` builds the
-    full astropy header from the original card text, :attr:`text`.
+    twice gives its first value, as astropy does. :attr:`text` keeps the
+    original cards, for a WCS.
     """
 
     def __init__(self, values: dict[str, object], text: str):
@@ -103,10 +102,6 @@ class ScannedHeader(Mapping):
     def text(self) -> str:
         """The header's cards as in the file, ``END`` included (what :class:`astropy.wcs.WCS` takes)."""
         return self._text
-
-    def to_fits(self) -> fits.Header:
-        """The header as astropy reads it from the same cards."""
-        return fits.Header.fromstring(self._text)
 
 
 @dataclass(frozen=True)
