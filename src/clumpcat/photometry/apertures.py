@@ -113,7 +113,6 @@ from clumpcat.photometry.extinction import (
 )
 from clumpcat.survey.cutouts import Cutout, read_cutout
 from clumpcat.survey.galaxies import read_galaxies
-from clumpcat.survey.hostsegment import host_galaxy_mask
 from clumpcat.survey.psf import encircled_energy as image_encircled_energy
 from clumpcat.survey.segments import (
     DEFAULT_NSIGMA,
@@ -1260,8 +1259,17 @@ def _host_mask_for(cutout: Cutout, host_mask_fn: Callable | None) -> np.ndarray 
     return mask
 
 
+def _default_host_mask(image: np.ndarray, fwhm: float) -> np.ndarray:
+    """The host-galaxy mask (paper 4.3.2) at the default threshold, for cutouts without stored segments."""
+    # Imported here: photutils' segmentation takes ~0.8 s to import, and the
+    # workflow's photometry jobs read the stored segments instead.
+    from clumpcat.survey.hostsegment import host_galaxy_mask
+
+    return host_galaxy_mask(image, fwhm, nsigma=DEFAULT_NSIGMA)
+
+
 def _default_host_mask_fn() -> Callable:
-    return lambda image, fwhm: host_galaxy_mask(image, fwhm, nsigma=DEFAULT_NSIGMA)
+    return _default_host_mask
 
 
 def _recentre(
@@ -1611,6 +1619,8 @@ def photometry_shard(
     source = resolve_ebv_source(ebv_source, sfd_dir, galaxies, with_clumps, galaxies_name)
     if host_mask_fn == "default":
         host_mask_fn = _default_host_mask_fn()
+        if segments is None:
+            import clumpcat.survey.hostsegment  # noqa: F401 - once, before the workers fork
     groups = dict(tuple(clumps[clumps["objid"].isin(set(with_clumps))].groupby("objid", sort=False)))
     job = _PhotometryJob(str(cutout_dir), groups, bands, settings, host_mask_fn, segments)
     parts, failures = [], []
