@@ -10,7 +10,7 @@ import pytest
 
 from clumpcat import parallel
 from clumpcat.cli import main
-from clumpcat.parallel import ordered_map
+from clumpcat.parallel import MAX_AUTO_THREADS, ordered_map, shard_job_threads
 from clumpcat.photometry.apertures import photometry_shard
 from clumpcat.survey.segments import segment_shard
 from tests.test_photometry import _box_host_mask, _write_shard
@@ -98,3 +98,18 @@ def test_cli_workers_must_be_positive(stage, capsys):
         main([stage, "--workers", "0", "--galaxies", "g.parquet", "--cutouts", "c", "--out", "o"])
     assert exit_info.value.code == 2
     assert "--workers: must be a whole number >= 1, got '0'" in capsys.readouterr().err
+
+
+def test_auto_threads_share_the_local_cores_among_the_shards():
+    assert shard_job_threads(None, cores=2, shards=1, cluster=2) == 2
+    assert shard_job_threads(None, cores=2, shards=4, cluster=2) == 1
+    assert shard_job_threads(None, cores=16, shards=4, cluster=2) == 4
+    assert shard_job_threads(None, cores=64, shards=1, cluster=2) == MAX_AUTO_THREADS
+    assert shard_job_threads(None, cores=2, shards=0, cluster=2) == 2  # a sample not yet listed
+    # On a cluster every job gets its own allocation: the cluster value.
+    assert shard_job_threads(None, cores=None, shards=4, cluster=1) == 1
+    # A configured number wins, locally and on a cluster.
+    assert shard_job_threads(3, cores=2, shards=4, cluster=2) == 3
+    assert shard_job_threads(3, cores=None, shards=4, cluster=2) == 3
+    with pytest.raises(ValueError, match="threads must be >= 1"):
+        shard_job_threads(0, cores=2, shards=1, cluster=2)

@@ -84,6 +84,42 @@ def test_dry_run_on_a_large_user_table(tmp_path):
     assert "train" not in counts and "simulate" not in counts and "evaluate" not in counts
 
 
+def job_threads(stdout: str) -> dict[str, set[int]]:
+    """The --threads (detect) and --workers (segment, photometry) of every job a dry run printed."""
+    found: dict[str, set[int]] = {}
+    for stage, value in re.findall(
+        r"clumpcat (detect|segment|photometry) .*?--(?:threads|workers) (\d+)", stdout
+    ):
+        found.setdefault(stage, set()).add(int(value))
+    return found
+
+
+def test_per_shard_jobs_share_out_the_local_cores(tmp_path):
+    pd.DataFrame({"objid": np.arange(1000), "ra": np.linspace(0, 10, 1000), "dec": 0.0}).to_parquet(
+        tmp_path / "galaxies.parquet"
+    )
+    (tmp_path / "cutouts").mkdir()
+    (tmp_path / "model.pt").write_bytes(b"")
+    user = [f"galaxies={tmp_path / 'galaxies.parquet'}", f"cutouts={tmp_path / 'cutouts'}"]
+    user += [f"model={tmp_path / 'model.pt'}", f"results={tmp_path / 'out'}"]
+    stages = {"detect", "segment", "photometry"}
+
+    def threads(*args):
+        done = snakemake("-n", "-p", *args)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return job_threads(done.stdout)
+
+    # Four shards on 2 cores: one core per job, two jobs side by side.
+    assert threads("--config", *user, "shard_size=250") == dict.fromkeys(stages, {1})
+    # One shard: it gets both cores; on 6 cores, all six.
+    assert threads("--config", *user, "shard_size=1000") == dict.fromkeys(stages, {2})
+    assert threads("--cores", "6", "--config", *user, "shard_size=1000") == dict.fromkeys(stages, {6})
+    # A number in the configuration is kept, whatever the cores and shards
+    # (Snakemake still gives a job at most --cores).
+    fixed = threads("--cores", "6", "--config", *user, "shard_size=250", "shard_threads=3")
+    assert fixed == {"detect": {1}, "segment": {3}, "photometry": {3}}
+
+
 def test_hsc_rerun_config_crossmatches_first_then_fetches(tmp_path):
     parent = tmp_path / "parent.parquet"
     pd.DataFrame(

@@ -17,7 +17,12 @@ from typing import Any, TypeVar
 
 from clumpcat.logs import progress
 
-__all__ = ["ordered_map", "add_workers_option"]
+__all__ = ["ordered_map", "add_workers_option", "shard_job_threads", "MAX_AUTO_THREADS"]
+
+#: Most cores an automatic per-shard job takes: a job's start-up (imports,
+#: reading its tables) stays serial, and torch's CPU convolutions scale poorly
+#: past a few threads, so more cores serve better as more jobs side by side.
+MAX_AUTO_THREADS = 8
 
 S = TypeVar("S")
 T = TypeVar("T")
@@ -83,6 +88,40 @@ def ordered_map(
     chunksize = max(1, len(items) // (workers * 8))
     with _context().Pool(workers, initializer=_install, initargs=(function, state)) as pool:
         return list(progress(pool.imap(_call, items, chunksize=chunksize), desc=desc, total=len(items)))
+
+
+def shard_job_threads(setting: int | None, cores: int | None, shards: int, cluster: int) -> int:
+    """Cores of one per-shard job (segment, detect, photometry).
+
+    Parameters
+    ----------
+    setting : int or None
+        The configured value (``shard_threads``, ``detect.threads``); None
+        (``null``) chooses automatically.
+    cores : int or None
+        The cores of a local run (``snakemake --cores``); None on a cluster,
+        where every job gets an allocation of its own.
+    shards : int
+        Shards of the job's sample: how many such jobs can run at once.
+    cluster : int
+        What an automatic job asks for on a cluster.
+
+    Returns
+    -------
+    int
+        ``setting`` when given; locally, ``cores // shards`` between 1 and
+        :data:`MAX_AUTO_THREADS`: a sample of one shard on 2 cores gets both,
+        one of 4 shards gets 1 per job, so that the jobs run side by side
+        instead of each leaving a core idle while it starts; on a cluster,
+        ``cluster``.
+    """
+    if setting is not None:
+        if setting < 1:
+            raise ValueError(f"threads must be >= 1 or null, got {setting}")
+        return int(setting)
+    if not cores:
+        return cluster
+    return max(1, min(MAX_AUTO_THREADS, cores // max(shards, 1)))
 
 
 def _positive(text: str) -> int:

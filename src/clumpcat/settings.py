@@ -345,11 +345,13 @@ class RunSettings(Settings):
         cli=False,
         minimum=1,
     )
-    shard_threads: int = setting(
-        2,
+    shard_threads: int | None = setting(
+        None,
         "Cores of a per-galaxy shard job (segment, photometry): its galaxies are measured in as many "
-        "processes, so a survey of one shard still uses two cores. Snakemake gives a job at most "
-        "--cores; on a cluster it is the CPUs each such job asks for.",
+        "processes (the output does not depend on it). null: on a laptop, --cores shared out among "
+        "the sample's shards (1-8 each: a one-shard survey on 2 cores gets 2, four shards 1 each, "
+        "run side by side, which spares each job's serial start-up a second core); on a cluster, 2. "
+        "Snakemake gives a job at most --cores; on a cluster it is the CPUs each such job asks for.",
         cli=False,
         minimum=1,
     )
@@ -468,10 +470,12 @@ class DetectSettings(Settings):
 
     batch_size: int = setting(8, "Images per batch.", minimum=1)
     device: str = setting("auto", "Inference device.", choices=DEVICES)
-    threads: int = setting(
-        1,
-        "CPU threads of an inference job (the rule's threads). One: a second thread speeds the "
-        "forward pass only 1.4x, while two one-thread jobs on two shards run 2x.",
+    threads: int | None = setting(
+        None,
+        "CPU threads of an inference job (the rule's threads). null: on a laptop, --cores shared out "
+        "among the sample's shards (1-8; as many shards as cores: one thread each, since a second "
+        "thread speeds the forward pass only 1.4x while two one-thread jobs run 2x); on a cluster, 1. "
+        "Scores and boxes differ between thread counts by rounding (1e-5 px).",
         cli=False,
         minimum=1,
     )

@@ -9,6 +9,7 @@ from pathlib import Path
 from snakemake.utils import validate
 
 from clumpcat.manifests import manifest_digest
+from clumpcat.parallel import shard_job_threads
 from clumpcat.render.selection import GALLERY_SIZE, gallery_pngs_in_shard
 from clumpcat.settings import (
     DetectSettings,
@@ -94,6 +95,19 @@ if INJECT:
     SAMPLES["injected"] = N_SURVEY
 SHARDS = {sample: shard_ids(n) for sample, n in SAMPLES.items()}
 TRAIN_SAMPLE = "training" if "training" in SAMPLES else "survey"
+
+
+def per_shard_threads(setting, cluster):
+    """A per-shard rule's threads: `setting`, or for null the local --cores shared
+    out among the job's sample's shards (clumpcat.parallel.shard_job_threads);
+    `cluster` where jobs run elsewhere (a Slurm job recomputes the same value)."""
+
+    def threads(wildcards):
+        local = not (workflow.non_local_exec or workflow.remote_exec)
+        cores = workflow.resource_settings.cores if local else None
+        return shard_job_threads(setting, cores, len(SHARDS[wildcards.sample]), cluster)
+
+    return threads
 
 
 wildcard_constraints:

@@ -18,7 +18,8 @@ rule detect:
         f"{RESULTS}/logs/detect/{{sample}}-{{shard}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/detect/{{sample}}-{{shard}}.tsv"
-    threads: config["detect"]["threads"]
+    # One thread per job where a sample has as many shards as cores (detect.threads).
+    threads: per_shard_threads(config["detect"]["threads"], cluster=1)
     resources:
         mem_mb=4000,
         runtime=60,

@@ -27,7 +27,7 @@ rule photometry:
     benchmark:
         f"{RESULTS}/benchmarks/photometry/{{sample}}-{{shard}}.tsv"
     # The shard's galaxies are measured in this many processes (shard_threads).
-    threads: config["shard_threads"]
+    threads: per_shard_threads(config["shard_threads"], cluster=2)
     resources:
         mem_mb=2000,
         runtime=30,

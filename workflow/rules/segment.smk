@@ -16,7 +16,7 @@ rule segment:
     benchmark:
         f"{RESULTS}/benchmarks/segment/{{sample}}-{{shard}}.tsv"
     # The shard's galaxies are measured in this many processes (shard_threads).
-    threads: config["shard_threads"]
+    threads: per_shard_threads(config["shard_threads"], cluster=2)
     resources:
         mem_mb=2000,
         runtime=30,
