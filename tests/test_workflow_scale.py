@@ -54,8 +54,8 @@ def survey_config(tmp_path, n_galaxies: int, shard_size: int) -> str:
 @pytest.mark.slow
 def test_ten_million_galaxies_have_no_long_command(tmp_path):
     # 10^7 galaxies in 100 shards per sample (survey, injected, training): the
-    # default shard_size (250) would make 4x10^4 shards per sample, a DAG of
-    # ~800,000 jobs that takes far longer than this test may (benchmarks/bench_dag.py
+    # default shard_size (500) would make 2x10^4 shards per sample, a DAG of
+    # ~400,000 jobs that takes far longer than this test may (benchmarks/bench_dag.py
     # times larger DAGs). Commands must not depend on the shard count: checked
     # below by the shards each command names, not only by its length.
     n_galaxies, shard_size = 10_000_000, 100_000

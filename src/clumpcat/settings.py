@@ -339,9 +339,11 @@ class RunSettings(Settings):
         None, "Truth table (injected sources or labels in the cutout frame) for evaluation.", cli=False
     )
     shard_size: int = setting(
-        250,
+        500,
         "Galaxies per job (DESIGN.md: a few hundred to a few thousand). Every job pays a few "
-        "CPU-seconds to start Python and its libraries, so small shards cost time on a laptop.",
+        "CPU-seconds to start Python and its libraries (torch for detect), so small shards cost "
+        "time: cutouts to catalogue on 2 cores ran 7.7-7.9 galaxies/s with 500, 5.4-6.7 with 250 "
+        "(benchmarks/bench_workflow.py).",
         cli=False,
         minimum=1,
     )
