@@ -108,7 +108,12 @@ def job_seconds(results: Path) -> dict[str, dict[str, float]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=1000, help="unseen galaxies")
-    parser.add_argument("--shard-size", type=int, default=250, help="the workflow's shard_size")
+    parser.add_argument(
+        "--shard-size",
+        type=int,
+        default=500,
+        help="the workflow's shard_size (default: the default config's)",
+    )
     parser.add_argument("--cores", type=int, default=2, help="snakemake --cores")
     parser.add_argument("--seed", type=int, default=20260101, help="seed of the unseen survey")
     parser.add_argument(
