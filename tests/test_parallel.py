@@ -7,11 +7,13 @@ import multiprocessing
 import numpy as np
 import pandas as pd
 import pytest
+from astropy.io import fits
 
 from clumpcat import parallel
 from clumpcat.cli import main
 from clumpcat.parallel import MAX_AUTO_THREADS, ordered_map, shard_job_threads
 from clumpcat.photometry.apertures import photometry_shard
+from clumpcat.survey.inject import inject_survey
 from clumpcat.survey.segments import segment_shard
 from tests.test_photometry import _box_host_mask, _write_shard
 from tests.test_segments import shard  # noqa: F401 - the fixture
@@ -92,7 +94,22 @@ def test_photometry_does_not_depend_on_the_workers(tmp_path):
     assert sorted(set(runs[1][0]["objid"])) == ["gal0", "gal2", "gal3"]
 
 
-@pytest.mark.parametrize("stage", ["segment", "photometry"])
+def test_injection_does_not_depend_on_the_workers(shard, tmp_path):  # noqa: F811
+    folder, galaxies = shard
+    runs = [
+        inject_survey(galaxies, folder, tmp_path / f"w{workers}", seed=4, per_galaxy=3, workers=workers)
+        for workers in (1, 2)
+    ]
+    pd.testing.assert_frame_equal(runs[0][0], runs[1][0])
+    assert len(runs[0][0]) == 6  # three clumps in each of the two readable cutouts
+    assert runs[0][1] == runs[1][1] and [f.objid for f in runs[1][1]] == ["gal2"]
+    for objid in ("gal0", "gal1"):
+        one = fits.getdata(tmp_path / "w1" / f"{objid}.fits", extname="R")
+        two = fits.getdata(tmp_path / "w2" / f"{objid}.fits", extname="R")
+        np.testing.assert_array_equal(one, two)
+
+
+@pytest.mark.parametrize("stage", ["segment", "photometry", "inject"])
 def test_cli_workers_must_be_positive(stage, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([stage, "--workers", "0", "--galaxies", "g.parquet", "--cutouts", "c", "--out", "o"])

@@ -97,15 +97,17 @@ SHARDS = {sample: shard_ids(n) for sample, n in SAMPLES.items()}
 TRAIN_SAMPLE = "training" if "training" in SAMPLES else "survey"
 
 
-def per_shard_threads(setting, cluster):
+def per_shard_threads(setting, cluster, sample=None):
     """A per-shard rule's threads: `setting`, or for null the local --cores shared
-    out among the job's sample's shards (clumpcat.parallel.shard_job_threads);
-    `cluster` where jobs run elsewhere (a Slurm job recomputes the same value)."""
+    out among the shards of the job's sample (`sample` for rules without that
+    wildcard; clumpcat.parallel.shard_job_threads); `cluster` where jobs run
+    elsewhere (a Slurm job recomputes the same value)."""
 
     def threads(wildcards):
         local = not (workflow.non_local_exec or workflow.remote_exec)
         cores = workflow.resource_settings.cores if local else None
-        return shard_job_threads(setting, cores, len(SHARDS[wildcards.sample]), cluster)
+        shards = len(SHARDS[sample or wildcards.sample])
+        return shard_job_threads(setting, cores, shards, cluster)
 
     return threads
 

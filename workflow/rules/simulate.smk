@@ -71,6 +71,8 @@ rule inject:
         f"{RESULTS}/logs/inject/{{shard}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/inject/{{shard}}.tsv"
+    # The survey shard's galaxies are injected in this many processes (shard_threads).
+    threads: per_shard_threads(config["shard_threads"], cluster=2, sample="survey")
     resources:
         mem_mb=2000,
         runtime=30,
@@ -79,7 +81,7 @@ rule inject:
     shell:
         "clumpcat inject --galaxies {input.galaxies} --cutouts {params.cutouts} "
         "--out-cutouts {params.out_cutouts} --truth {output.truth} --segments {input.segments} "
-        "--seed {params.seed} --per-galaxy {params.per_galaxy} 2> {log}"
+        "--seed {params.seed} --per-galaxy {params.per_galaxy} --workers {threads} 2> {log}"
 
 
 rule merge_galaxies:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import logging
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +34,7 @@ from scipy import ndimage
 from clumpcat.constants import APERTURE_RADIUS_FWHM, SDSS_BANDS
 from clumpcat.errors import CutoutError, InputError
 from clumpcat.ledger import LedgerEntry, write_status
-from clumpcat.logs import progress
+from clumpcat.parallel import add_workers_option, ordered_map
 from clumpcat.paths import objid_path
 from clumpcat.survey.cutouts import Cutout, read_cutout, write_cutout
 from clumpcat.survey.galaxies import read_galaxies
@@ -338,6 +338,7 @@ def inject_survey(
     per_galaxy: int = 3,
     log_ratio_range: tuple[float, float] = LOG_FLUX_RATIO_RANGE,
     segments: SegmentSet | None = None,
+    workers: int = 1,
 ) -> tuple[pd.DataFrame, list[LedgerEntry]]:
     """Inject clumps into every galaxy's cutout; a bad cutout is recorded, not fatal.
 
@@ -357,6 +358,9 @@ def inject_survey(
         The input cutouts' stored host segments (``clumpcat segment``); a
         galaxy without one is recorded as failed. Default: each cutout is
         segmented here, at the galaxy's RA/Dec, with the default settings.
+    workers : int
+        Processes injecting the galaxies (the output does not depend on it:
+        each galaxy's generator is its own).
 
     Returns
     -------
@@ -365,32 +369,53 @@ def inject_survey(
     failures : list of LedgerEntry
         Galaxies skipped, with the reason.
     """
+    job = _InjectionJob(str(cutout_dir), str(out_dir), seed, per_galaxy, tuple(log_ratio_range), segments)
+    rows = [row for _, row in galaxies.iterrows()]
     truths, failures = [], []
-    for _, row in progress(galaxies.iterrows(), desc="inject", total=len(galaxies)):
-        objid = str(row["objid"])
-        try:
-            cutout = read_cutout(objid_path(cutout_dir, objid, ".fits"))
-            if segments is not None:
-                mask = segments.mask_for(cutout)
-            else:
-                mask = segment_galaxy(cutout, float(row["ra"]), float(row["dec"])).mask
-            band = _reference_band(cutout)
-            flux = _host_flux_from_table(row, band)
-            if flux is None:
-                flux = host_flux(cutout, band, mask)
-            ebv = float(row["ebv"]) if "ebv" in row.index and pd.notna(row["ebv"]) else 0.0
-            injected, truth = inject_clumps(
-                cutout, flux, injection_rng(seed, objid), per_galaxy, log_ratio_range, ebv, mask
-            )
-        except (CutoutError, ValueError) as exc:
-            reason = exc.reason if isinstance(exc, CutoutError) else str(exc)
-            log.warning("%s: skipped (%s)", objid, reason)
-            failures.append(LedgerEntry(objid, "failed", "inject", reason))
-            continue
-        write_cutout(objid_path(out_dir, objid, ".fits"), injected)
-        truths.append(truth)
+    for truth, failure in ordered_map(_inject_one, job, rows, workers=workers, desc="inject"):
+        if failure is None:
+            truths.append(truth)
+        else:
+            failures.append(failure)
     truth = truth_frame(pd.concat(truths, ignore_index=True)) if truths else truth_frame([])
     return truth, failures
+
+
+@dataclass(frozen=True)
+class _InjectionJob:
+    """What every galaxy of an injection run shares."""
+
+    cutout_dir: str
+    out_dir: str
+    seed: int
+    per_galaxy: int
+    log_ratio_range: tuple[float, float]
+    segments: SegmentSet | None
+
+
+def _inject_one(job: _InjectionJob, row: pd.Series) -> tuple[pd.DataFrame | None, LedgerEntry | None]:
+    """One galaxy's clumps injected and its cutout written, or why it was skipped."""
+    objid = str(row["objid"])
+    try:
+        cutout = read_cutout(objid_path(job.cutout_dir, objid, ".fits"))
+        if job.segments is not None:
+            mask = job.segments.mask_for(cutout)
+        else:
+            mask = segment_galaxy(cutout, float(row["ra"]), float(row["dec"])).mask
+        band = _reference_band(cutout)
+        flux = _host_flux_from_table(row, band)
+        if flux is None:
+            flux = host_flux(cutout, band, mask)
+        ebv = float(row["ebv"]) if "ebv" in row.index and pd.notna(row["ebv"]) else 0.0
+        injected, truth = inject_clumps(
+            cutout, flux, injection_rng(job.seed, objid), job.per_galaxy, job.log_ratio_range, ebv, mask
+        )
+    except (CutoutError, ValueError) as exc:
+        reason = exc.reason if isinstance(exc, CutoutError) else str(exc)
+        log.warning("%s: skipped (%s)", objid, reason)
+        return None, LedgerEntry(objid, "failed", "inject", reason)
+    write_cutout(objid_path(job.out_dir, objid, ".fits"), injected)
+    return truth, None
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -413,6 +438,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--status-out", type=Path, help="status table: one row per galaxy, failures with reasons"
     )
     add_segments_option(parser)
+    add_workers_option(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -432,7 +458,14 @@ def run(args: argparse.Namespace) -> int:
     galaxies = read_galaxies(args.galaxies)
     segments = read_segments(args.segments) if args.segments else None
     truth, failures = inject_survey(
-        galaxies, args.cutouts, args.out_cutouts, args.seed, args.per_galaxy, (low, high), segments
+        galaxies,
+        args.cutouts,
+        args.out_cutouts,
+        args.seed,
+        args.per_galaxy,
+        (low, high),
+        segments,
+        workers=args.workers,
     )
     write_table(truth, args.truth, TRUTH_COLUMNS, {"clumpcat_generator": "inject", "seed": str(args.seed)})
     if args.status_out is not None:
