@@ -11,6 +11,7 @@ from astropy.io import fits
 
 from clumpcat import parallel
 from clumpcat.cli import main
+from clumpcat.evaluation.baseline import baseline_shard
 from clumpcat.parallel import MAX_AUTO_THREADS, ordered_map, shard_job_threads
 from clumpcat.photometry.apertures import photometry_shard
 from clumpcat.survey.inject import inject_survey
@@ -109,7 +110,17 @@ def test_injection_does_not_depend_on_the_workers(shard, tmp_path):  # noqa: F81
         np.testing.assert_array_equal(one, two)
 
 
-@pytest.mark.parametrize("stage", ["segment", "photometry", "inject"])
+def test_baseline_does_not_depend_on_the_workers(shard):  # noqa: F811
+    folder, _galaxies = shard
+    runs = [
+        baseline_shard(["gal0", "gal1", "gal2"], folder, workers=workers, min_snr=2.0) for workers in (1, 2)
+    ]
+    pd.testing.assert_frame_equal(runs[0][0], runs[1][0])
+    assert len(runs[0][0]) and set(runs[0][0]["objid"]) <= {"gal0", "gal1"}
+    assert runs[0][1] == runs[1][1] and [f.objid for f in runs[1][1]] == ["gal2"]
+
+
+@pytest.mark.parametrize("stage", ["segment", "photometry", "inject", "baseline"])
 def test_cli_workers_must_be_positive(stage, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([stage, "--workers", "0", "--galaxies", "g.parquet", "--cutouts", "c", "--out", "o"])

@@ -18,6 +18,8 @@ rule baseline:
         f"{RESULTS}/logs/baseline/{{sample}}-{{shard}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/baseline/{{sample}}-{{shard}}.tsv"
+    # The shard's galaxies are measured in this many processes (shard_threads).
+    threads: per_shard_threads(config["shard_threads"], cluster=2)
     resources:
         mem_mb=2000,
         runtime=30,
@@ -25,7 +27,8 @@ rule baseline:
         ENV
     shell:
         "clumpcat baseline --galaxies {input.galaxies} --cutouts {params.cutouts} "
-        "--status-in {input.status} --segments {input.segments} --out {output.baseline} --status-out {output.status} 2> {log}"
+        "--status-in {input.status} --segments {input.segments} --out {output.baseline} --status-out {output.status} "
+        "--workers {threads} 2> {log}"
 
 
 rule evaluate:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import logging
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +45,7 @@ from scipy import ndimage
 from clumpcat.constants import LABEL_BOX_FWHM, MERGE_FWHM
 from clumpcat.errors import ClumpcatError, CutoutError, InputError
 from clumpcat.ledger import LedgerEntry, pending, read_status, write_status
-from clumpcat.logs import progress
+from clumpcat.parallel import add_workers_option, ordered_map
 from clumpcat.paths import objid_path
 from clumpcat.survey.cutouts import read_cutout
 from clumpcat.survey.galaxies import read_galaxies
@@ -358,6 +359,7 @@ def baseline_shard(
     *,
     bands: tuple[str, ...] = ("g", "r"),
     segments: SegmentSet | None = None,
+    workers: int = 1,
     **kwargs,
 ) -> tuple[pd.DataFrame, list[LedgerEntry]]:
     """Run the baseline over a shard's galaxies.
@@ -373,6 +375,8 @@ def baseline_shard(
     segments : SegmentSet, optional
         The shard's stored host segments; a galaxy without one fails with
         the reason. Default: each cutout segmented at its centre.
+    workers : int
+        Processes measuring the galaxies (the output does not depend on it).
     **kwargs
         Passed to :func:`find_clump_peaks`.
 
@@ -383,20 +387,40 @@ def baseline_shard(
     failures : list of LedgerEntry
         Galaxies whose cutout could not be used, with the reason.
     """
+    job = _BaselineJob(str(cutout_dir), tuple(bands), segments, dict(kwargs))
     parts, failures = [], []
-    objids = [str(o) for o in objids]
-    for objid in progress(objids, "baseline"):
-        try:
-            cutout = read_cutout(objid_path(cutout_dir, objid, ".fits"))
-            mask = segments.mask_for(cutout) if segments is not None else None
-            parts.append(baseline_cutout(cutout, mask, bands=bands, **kwargs))
-        except (ClumpcatError, ValueError) as exc:
-            reason = getattr(exc, "reason", str(exc))
-            log.warning("baseline: galaxy %s failed: %s", objid, reason)
-            failures.append(LedgerEntry(objid, "failed", "baseline", reason))
+    for part, failure in ordered_map(
+        _baseline_one, job, [str(o) for o in objids], workers=workers, desc="baseline"
+    ):
+        if failure is None:
+            parts.append(part)
+        else:
+            failures.append(failure)
     parts = [p for p in parts if len(p)]
     frame = pd.concat(parts, ignore_index=True) if parts else _empty()
     return frame, failures
+
+
+@dataclass(frozen=True)
+class _BaselineJob:
+    """What every galaxy of a shard's baseline shares."""
+
+    cutout_dir: str
+    bands: tuple[str, ...]
+    segments: SegmentSet | None
+    options: dict
+
+
+def _baseline_one(job: _BaselineJob, objid: str) -> tuple[pd.DataFrame | None, LedgerEntry | None]:
+    """One galaxy's baseline candidates, or its failure."""
+    try:
+        cutout = read_cutout(objid_path(job.cutout_dir, objid, ".fits"))
+        mask = job.segments.mask_for(cutout) if job.segments is not None else None
+        return baseline_cutout(cutout, mask, bands=job.bands, **job.options), None
+    except (ClumpcatError, ValueError) as exc:
+        reason = getattr(exc, "reason", str(exc))
+        log.warning("baseline: galaxy %s failed: %s", objid, reason)
+        return None, LedgerEntry(objid, "failed", "baseline", reason)
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -422,6 +446,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--snr-half", type=float, default=5.0, help="significance that scores 0.5")
     parser.add_argument("--snr-scale", type=float, default=1.4, help="logistic width of the score (sigma)")
     add_segments_option(parser)
+    add_workers_option(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -449,6 +474,7 @@ def run(args: argparse.Namespace) -> int:
         nucleus_fwhm=args.nucleus_fwhm,
         snr_half=args.snr_half,
         snr_scale=args.snr_scale,
+        workers=args.workers,
     )
     write_table(frame, args.out, BASELINE_COLUMNS, {"clumpcat_stage": "baseline"})
     if args.status_out:
