@@ -91,7 +91,7 @@ def ordered_map(
 
 
 def shard_job_threads(setting: int | None, cores: int | None, shards: int, cluster: int) -> int:
-    """Cores of one per-shard job (segment, detect, photometry).
+    """Cores of one per-shard job (segment, detect, photometry, inject, baseline).
 
     Parameters
     ----------

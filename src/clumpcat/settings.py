@@ -349,8 +349,9 @@ class RunSettings(Settings):
     )
     shard_threads: int | None = setting(
         None,
-        "Cores of a per-galaxy shard job (segment, photometry): its galaxies are measured in as many "
-        "processes (the output does not depend on it). null: on a laptop, --cores shared out among "
+        "Cores of a per-galaxy shard job (segment, photometry, inject, baseline): its galaxies are "
+        "measured in as many processes (the output does not depend on it). null: on a laptop, "
+        "--cores shared out among "
         "the sample's shards (1-8 each: a one-shard survey on 2 cores gets 2, four shards 1 each, "
         "run side by side, which spares each job's serial start-up a second core); on a cluster, 2. "
         "Snakemake gives a job at most --cores; on a cluster it is the CPUs each such job asks for.",

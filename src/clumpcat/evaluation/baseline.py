@@ -388,6 +388,8 @@ def baseline_shard(
         Galaxies whose cutout could not be used, with the reason.
     """
     job = _BaselineJob(str(cutout_dir), tuple(bands), segments, dict(kwargs))
+    if segments is None:
+        import clumpcat.survey.hostsegment  # noqa: F401 - segment_galaxy's, once, before the workers fork
     parts, failures = [], []
     for part, failure in ordered_map(
         _baseline_one, job, [str(o) for o in objids], workers=workers, desc="baseline"

@@ -370,6 +370,8 @@ def inject_survey(
         Galaxies skipped, with the reason.
     """
     job = _InjectionJob(str(cutout_dir), str(out_dir), seed, per_galaxy, tuple(log_ratio_range), segments)
+    if segments is None:
+        import clumpcat.survey.hostsegment  # noqa: F401 - segment_galaxy's, once, before the workers fork
     rows = [row for _, row in galaxies.iterrows()]
     truths, failures = [], []
     for truth, failure in ordered_map(_inject_one, job, rows, workers=workers, desc="inject"):
