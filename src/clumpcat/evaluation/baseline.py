@@ -52,6 +52,7 @@ from clumpcat.survey.galaxies import read_galaxies
 from clumpcat.survey.segments import (
     SegmentSet,
     add_segments_option,
+    preload_segmentation,
     read_segments,
     segment_galaxy,
     segment_shard,
@@ -389,7 +390,7 @@ def baseline_shard(
     """
     job = _BaselineJob(str(cutout_dir), tuple(bands), segments, dict(kwargs))
     if segments is None:
-        import clumpcat.survey.hostsegment  # noqa: F401 - segment_galaxy's, once, before the workers fork
+        preload_segmentation()
     parts, failures = [], []
     for part, failure in ordered_map(
         _baseline_one, job, [str(o) for o in objids], workers=workers, desc="baseline"

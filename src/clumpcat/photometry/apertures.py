@@ -118,6 +118,7 @@ from clumpcat.survey.segments import (
     DEFAULT_NSIGMA,
     SegmentSet,
     add_segments_option,
+    preload_segmentation,
     read_segments,
     segment_shard,
 )
@@ -1620,7 +1621,7 @@ def photometry_shard(
     if host_mask_fn == "default":
         host_mask_fn = _default_host_mask_fn()
         if segments is None:
-            import clumpcat.survey.hostsegment  # noqa: F401 - once, before the workers fork
+            preload_segmentation()
     groups = dict(tuple(clumps[clumps["objid"].isin(set(with_clumps))].groupby("objid", sort=False)))
     job = _PhotometryJob(str(cutout_dir), groups, bands, settings, host_mask_fn, segments)
     parts, failures = [], []

@@ -39,7 +39,13 @@ from clumpcat.paths import objid_path
 from clumpcat.survey.cutouts import Cutout, read_cutout, write_cutout
 from clumpcat.survey.galaxies import read_galaxies
 from clumpcat.survey.psf import encircled_energy
-from clumpcat.survey.segments import SegmentSet, add_segments_option, read_segments, segment_galaxy
+from clumpcat.survey.segments import (
+    SegmentSet,
+    add_segments_option,
+    preload_segmentation,
+    read_segments,
+    segment_galaxy,
+)
 from clumpcat.survey.simulate import colours, observe
 from clumpcat.survey.simulate.sources import LOG_FLUX_RATIO_RANGE
 from clumpcat.survey.simulate.truth import DETECTION_SNR, TRUTH_COLUMNS, truth_frame
@@ -371,7 +377,7 @@ def inject_survey(
     """
     job = _InjectionJob(str(cutout_dir), str(out_dir), seed, per_galaxy, tuple(log_ratio_range), segments)
     if segments is None:
-        import clumpcat.survey.hostsegment  # noqa: F401 - segment_galaxy's, once, before the workers fork
+        preload_segmentation()
     rows = [row for _, row in galaxies.iterrows()]
     truths, failures = [], []
     for truth, failure in ordered_map(_inject_one, job, rows, workers=workers, desc="inject"):

@@ -48,6 +48,7 @@ __all__ = [
     "read_cutout_checked",
     "galaxy_centre",
     "segment_galaxy",
+    "preload_segmentation",
     "segment_shard",
     "write_segments",
     "read_segments",
@@ -181,6 +182,15 @@ def galaxy_centre(cutout: Cutout, ra: float, dec: float) -> tuple[float, float] 
     return float(px), float(py)
 
 
+def preload_segmentation() -> None:
+    """Import photutils' segmentation now, for :func:`segment_galaxy` in worker processes.
+
+    Called before a pool of workers forks, so that they inherit the import
+    (about a second) instead of each paying for it again.
+    """
+    import clumpcat.survey.hostsegment  # noqa: F401
+
+
 def segment_galaxy(
     cutout: Cutout,
     ra: float = float("nan"),
@@ -276,9 +286,7 @@ def segment_shard(
     """
     if not (np.isfinite(nsigma) and nsigma >= 0):
         raise InputError(f"host nsigma must be >= 0, got {nsigma!r}")
-    # Imported before the workers fork, so that they inherit it instead of
-    # each importing it again (see segment_galaxy).
-    import clumpcat.survey.hostsegment  # noqa: F401
+    preload_segmentation()
 
     objids = galaxies["objid"].astype(str).tolist()
     todo = pending(objids, status)
