@@ -342,7 +342,7 @@ class RunSettings(Settings):
         500,
         "Galaxies per job (DESIGN.md: a few hundred to a few thousand). Every job pays a few "
         "CPU-seconds to start Python and its libraries (torch for detect), so small shards cost "
-        "time: cutouts to catalogue on 2 cores ran 7.7-7.9 galaxies/s with 500, 5.4-6.7 with 250 "
+        "time: cutouts to catalogue on 2 cores ran 7.1-7.9 galaxies/s with 500, 5.4-6.7 with 250 "
         "(benchmarks/bench_workflow.py).",
         cli=False,
         minimum=1,
